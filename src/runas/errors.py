@@ -1,0 +1,111 @@
+"""The one error tree of runas.
+
+    RunAsError                      every error runas raises on purpose
+    ├── InvalidInput                bad input from a user or a file (CLI exit 1, HTTP 422)
+    │   ├── PackError               a management pack that cannot be imported (file:line)
+    │   └── AccountValidationError  fields that do not fit an account type
+    ├── NotFound                    a named thing does not exist (HTTP 404)
+    ├── Conflict                    the request clashes with current state (HTTP 409)
+    │   ├── AlreadyExists
+    │   └── InUse                   refused because something still depends on it
+    ├── DecryptionError             one opaque error for every failure to decrypt (no oracle)
+    ├── KeyringError                the keyring cannot be read or is unusable
+    └── ConfigurationError          settings or data directory are wrong
+
+Callers catch at the level they need; the CLI and the API each map this tree once
+(one line + exit code, RFC 9457 problem+json). Messages never contain a secret.
+"""
+
+from __future__ import annotations
+
+
+class RunAsError(Exception):
+    """Base of every error runas raises on purpose. ``str(err)`` is one line for a person."""
+
+    #: short machine-readable kind, used as the problem type in the API
+    code = "runas-error"
+    #: HTTP status the API maps this error to
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidInput(RunAsError):
+    code = "invalid-input"
+    status = 422
+
+
+class PackError(InvalidInput):
+    """A management pack problem, located as ``file:line: message`` when the place is known."""
+
+    code = "invalid-pack"
+
+    def __init__(self, message: str, *, source: str | None = None, line: int | None = None) -> None:
+        self.source = source
+        self.line = line
+        where = ""
+        if source is not None:
+            where = f"{source}:{line}: " if line is not None else f"{source}: "
+        super().__init__(f"{where}{message}")
+
+
+class AccountValidationError(InvalidInput):
+    code = "invalid-account"
+
+
+class NotFound(RunAsError):
+    code = "not-found"
+    status = 404
+
+
+class Conflict(RunAsError):
+    code = "conflict"
+    status = 409
+
+
+class AlreadyExists(Conflict):
+    code = "already-exists"
+
+
+class InUse(Conflict):
+    code = "in-use"
+
+
+class DecryptionError(RunAsError):
+    """Raised for every decryption failure, whatever the cause, with the same message."""
+
+    code = "decryption-failed"
+    status = 500
+
+    def __init__(self, message: str = "secret could not be decrypted") -> None:
+        super().__init__(message)
+
+
+class KeyringError(RunAsError):
+    code = "keyring-error"
+    status = 500
+
+
+class ConfigurationError(RunAsError):
+    code = "configuration-error"
+    status = 500
+
+
+__all__ = [
+    "AccountValidationError",
+    "AlreadyExists",
+    "ConfigurationError",
+    "Conflict",
+    "DecryptionError",
+    "InUse",
+    "InvalidInput",
+    "KeyringError",
+    "NotFound",
+    "PackError",
+    "RunAsError",
+]
