@@ -95,7 +95,11 @@ FIELDS: dict[AccountType, tuple[FieldSpec, ...]] = {
         _USER,
         _f("password", "password (or an SSH key)", secret=True, required=False),
         FieldSpec(
-            "ssh_key", secret=True, required=False, help="SSH private key (PEM/OpenSSH)", kind="bytes"
+            "ssh_key",
+            secret=True,
+            required=False,
+            help="SSH private key (PEM/OpenSSH)",
+            kind="bytes",
         ),
         _f("passphrase", "passphrase of the SSH key", secret=True, required=False),
         _f("elevation", "privileged, sudo or su"),
@@ -121,9 +125,7 @@ def parse_account_type(value: str) -> AccountType:
         return AccountType(value)
     except ValueError:
         known = ", ".join(t.value for t in AccountType)
-        raise AccountValidationError(
-            f"unknown account type {value!r} (known: {known})"
-        ) from None
+        raise AccountValidationError(f"unknown account type {value!r} (known: {known})") from None
 
 
 def _clean_public(account_type: AccountType, public: Mapping[str, str | None]) -> dict[str, str]:
