@@ -1,0 +1,417 @@
+"""The operational database schema: SQLAlchemy 2 declarative models.
+
+One model per table, named ``<Thing>Row`` so that it is never confused with the immutable domain
+value it maps to (``runas.domain.model``). Services translate rows to domain values; nothing
+outside ``runas.storage`` and ``runas.services`` should need these classes.
+
+Choices worth knowing:
+
+* Every timestamp is a timezone-aware UTC ``datetime`` (:class:`UTCDateTime`); a naive datetime
+  is refused when written.
+* JSON columns are ``sqlalchemy.JSON``, stored as ``jsonb`` on PostgreSQL (comparable and
+  indexable; key order of objects is not preserved, which nothing relies on).
+* ``associations.target`` is ``""`` (never NULL) for the *all* target kind, so that the unique
+  constraint ``(profile_id, account_id, target_kind, target)`` holds for it too: SQL treats two
+  NULLs as distinct, which would let the same "all" association be stored twice. A check
+  constraint ties the empty string to ``target_kind = 'all'``. The domain uses ``None``; the
+  service layer converts.
+* ``profiles`` and ``accounts`` carry ``row_version`` (SQLAlchemy ``version_id_col``): an UPDATE
+  of a stale row raises ``sqlalchemy.orm.exc.StaleDataError`` instead of overwriting a change.
+* Constraint names come from :data:`NAMING_CONVENTION`, so migrations are deterministic and the
+  same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: Identifiers (pack, class, group, profile, workflow ids), account and computer names.
+NAME_LENGTH = 255
+#: Object full names (``Class:host;path;key``) are longer.
+FULL_NAME_LENGTH = 1024
+
+# A 64-bit surrogate key on PostgreSQL; on SQLite only ``INTEGER PRIMARY KEY`` is the rowid alias
+# that autoincrements, so BIGINT would leave the key NULL on insert.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+#: JSON value that is never SQL NULL (lists and mappings; defaults supplied by the model).
+Json: TypeEngine[Any] = JSON().with_variant(JSONB(), "postgresql")
+#: JSON value for a nullable column: Python ``None`` is stored as SQL NULL, not JSON ``null``.
+NullableJson: TypeEngine[Any] = JSON(none_as_null=True).with_variant(
+    JSONB(none_as_null=True), "postgresql"
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zone support: the value is stored as
+    naive UTC text (which still sorts and compares correctly) and read back as aware UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime refused: timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """Default for ``created_at``-style columns; services may pass their own (injectable) time."""
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {  # noqa: RUF012 - read by SQLAlchemy at class creation
+        datetime: UTCDateTime(),
+        str: String(NAME_LENGTH),
+        bool: Boolean(),
+        int: Integer(),
+    }
+
+
+#: The schema the migrations must produce (``runas.storage.migrate.check_drift`` compares them).
+metadata = Base.metadata
+
+
+class SettingRow(Base):
+    """Management-group wide settings: ``name``, ``resolution_epoch`` (int, bumped by every
+    change that can alter resolution), ``tasks_execution``..."""
+
+    __tablename__ = "mg_settings"
+
+    key: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[Any] = mapped_column(Json)
+
+
+class PackRow(Base):
+    __tablename__ = "packs"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    display_name: Mapped[str]
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: ``[{"id": ..., "min_version": ... | None}, ...]``
+    references: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    #: the pack's YAML exactly as imported
+    source_text: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[datetime] = mapped_column(default=utcnow)
+    imported_by: Mapped[str]
+
+    classes: Mapped[list[ClassRow]] = relationship(
+        back_populates="pack", cascade="all, delete-orphan", passive_deletes=True
+    )
+    groups: Mapped[list[GroupRow]] = relationship(
+        back_populates="pack", cascade="all, delete-orphan", passive_deletes=True
+    )
+    profiles: Mapped[list[ProfileRow]] = relationship(
+        back_populates="pack", cascade="all, delete-orphan", passive_deletes=True
+    )
+    workflows: Mapped[list[WorkflowRow]] = relationship(
+        back_populates="pack", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class ClassRow(Base):
+    __tablename__ = "classes"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), index=True)
+    display_name: Mapped[str]
+    #: the base class id; no foreign key because the base may live in another pack (checked in
+    #: code when packs are imported and removed). NULL only for ``System.Entity``.
+    base_id: Mapped[str | None]
+    abstract: Mapped[bool] = mapped_column(default=False)
+    host_class_id: Mapped[str | None]
+    key_properties: Mapped[list[str]] = mapped_column(Json, default=list)
+    properties: Mapped[list[str]] = mapped_column(Json, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+    pack: Mapped[PackRow] = relationship(back_populates="classes")
+
+
+class GroupRow(Base):
+    __tablename__ = "groups"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), index=True)
+    display_name: Mapped[str]
+    description: Mapped[str] = mapped_column(Text, default="")
+    #: explicit members, by object full name
+    members: Mapped[list[str]] = mapped_column(Json, default=list)
+    #: ``[{"class_id": ..., "conditions": [{"property", "op", "value"}, ...]}, ...]``
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(Json, default=list)
+    #: nested group ids
+    includes: Mapped[list[str]] = mapped_column(Json, default=list)
+
+    pack: Mapped[PackRow] = relationship(back_populates="groups")
+
+
+class ProfileRow(Base):
+    __tablename__ = "profiles"
+    __table_args__ = (
+        CheckConstraint("accessibility IN ('public', 'internal')", name="accessibility"),
+        CheckConstraint("max_accounts IS NULL OR max_accounts > 0", name="max_accounts"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    #: NULL for a profile created by hand (not owned by any pack)
+    pack_id: Mapped[str | None] = mapped_column(
+        ForeignKey("packs.id", ondelete="CASCADE"), index=True
+    )
+    display_name: Mapped[str]
+    description: Mapped[str] = mapped_column(Text, default="")
+    context_class: Mapped[str]
+    accessibility: Mapped[str] = mapped_column(String(16), default="public")
+    #: account types allowed; empty = all
+    allowed_types: Mapped[list[str]] = mapped_column(Json, default=list)
+    fallback: Mapped[bool] = mapped_column(default=True)
+    ordered: Mapped[bool] = mapped_column(default=False)
+    max_accounts: Mapped[int | None]
+    row_version: Mapped[int] = mapped_column()
+
+    pack: Mapped[PackRow | None] = relationship(back_populates="profiles")
+    associations: Mapped[list[AssociationRow]] = relationship(
+        back_populates="profile", passive_deletes="all"
+    )
+
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+
+
+class WorkflowRow(Base):
+    __tablename__ = "workflows"
+    __table_args__ = (
+        CheckConstraint("kind IN ('discovery', 'rule', 'monitor', 'task')", name="kind"),
+    )
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    pack_id: Mapped[str] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    display_name: Mapped[str]
+    description: Mapped[str] = mapped_column(Text, default="")
+    target_class: Mapped[str] = mapped_column(index=True)
+    #: no foreign key: a workflow may name a profile of another pack (checked in code)
+    profile_id: Mapped[str | None] = mapped_column(index=True)
+    #: ``{"interval_seconds", "spread_seconds", "timeout_seconds"}`` or NULL (tasks)
+    schedule: Mapped[dict[str, Any] | None] = mapped_column(NullableJson)
+    probe_type: Mapped[str] = mapped_column(String(64))
+    probe_config: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    enabled: Mapped[bool] = mapped_column(default=True)
+
+    pack: Mapped[PackRow] = relationship(back_populates="workflows")
+
+
+class ObjectRow(Base):
+    """A discovered object. It exists while at least one discovery source claims it."""
+
+    __tablename__ = "objects"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    class_id: Mapped[str] = mapped_column(index=True)
+    full_name: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH), unique=True)
+    key_values: Mapped[list[str]] = mapped_column(Json, default=list)
+    properties: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: the hosting object; deleting a host deletes everything it hosts
+    host_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("objects.id", ondelete="CASCADE"), index=True
+    )
+    #: the hosting computer's name (the object's own name for a computer)
+    computer_name: Mapped[str] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    host: Mapped[ObjectRow | None] = relationship(remote_side=[id], back_populates="hosted")
+    hosted: Mapped[list[ObjectRow]] = relationship(
+        back_populates="host", cascade="all, delete-orphan", passive_deletes=True
+    )
+    claims: Mapped[list[DiscoveryClaimRow]] = relationship(
+        back_populates="object", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class DiscoveryClaimRow(Base):
+    """``source`` (a discovery workflow id or ``"import"``…) claims the object within ``scope``
+    (``""`` for a global claim)."""
+
+    __tablename__ = "discovery_claims"
+
+    source: Mapped[str] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH), primary_key=True, default="")
+    object_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("objects.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+    object: Mapped[ObjectRow] = relationship(back_populates="claims")
+
+
+class AccountRow(Base):
+    """A Run As account. Public fields only; secrets live in :class:`SecretVersionRow`."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        CheckConstraint(
+            "distribution_mode IN ('more-secure', 'less-secure')", name="distribution_mode"
+        ),
+        CheckConstraint("current_version >= 0", name="current_version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    description: Mapped[str] = mapped_column(Text, default="")
+    public_fields: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    #: the secret version in use (0 = no secret stored yet)
+    current_version: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[datetime | None]
+    distribution_mode: Mapped[str] = mapped_column(String(16), default="more-secure")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+    modified_at: Mapped[datetime] = mapped_column(default=utcnow)
+    modified_by: Mapped[str]
+    row_version: Mapped[int] = mapped_column()
+
+    secret_versions: Mapped[list[SecretVersionRow]] = relationship(
+        back_populates="account",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="SecretVersionRow.version",
+    )
+    distribution: Mapped[list[DistributionRow]] = relationship(
+        back_populates="account", cascade="all, delete-orphan", passive_deletes=True
+    )
+    associations: Mapped[list[AssociationRow]] = relationship(
+        back_populates="account", passive_deletes="all"
+    )
+
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+
+
+class SecretVersionRow(Base):
+    """One encrypted version of an account's secret fields (envelope encryption, domain §11)."""
+
+    __tablename__ = "secret_versions"
+    __table_args__ = (CheckConstraint("version >= 1", name="version"),)
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(primary_key=True)
+    #: the key-encryption key that wrapped ``wrapped_dek``; key rotation selects rows by it
+    kek_id: Mapped[str] = mapped_column(String(128), index=True)
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+
+    account: Mapped[AccountRow] = relationship(back_populates="secret_versions")
+
+
+class DistributionRow(Base):
+    """The account's secret may be sent to this computer (more-secure distribution)."""
+
+    __tablename__ = "distribution"
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    computer_name: Mapped[str] = mapped_column(primary_key=True, index=True)
+
+    account: Mapped[AccountRow] = relationship(back_populates="distribution")
+
+
+class AssociationRow(Base):
+    """Profile + account + target. Deleting a profile or an account that is still associated is
+    refused by the database (ON DELETE RESTRICT): the caller removes associations first."""
+
+    __tablename__ = "associations"
+    __table_args__ = (
+        UniqueConstraint("profile_id", "account_id", "target_kind", "target"),
+        CheckConstraint("target_kind IN ('all', 'class', 'group', 'object')", name="target_kind"),
+        CheckConstraint("(target_kind = 'all') = (target = '')", name="target"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    profile_id: Mapped[str] = mapped_column(
+        ForeignKey("profiles.id", ondelete="RESTRICT"), index=True
+    )
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="RESTRICT"), index=True
+    )
+    target_kind: Mapped[str] = mapped_column(String(16))
+    #: class id, group id or object full name; ``""`` for ``all`` (see the module docstring)
+    target: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH), default="")
+    enforced: Mapped[bool] = mapped_column(default=False)
+    #: rank in an ordered profile (accounts tried in turn); NULL otherwise
+    position: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+
+    profile: Mapped[ProfileRow] = relationship(back_populates="associations")
+    account: Mapped[AccountRow] = relationship(back_populates="associations")
+
+
+__all__ = [
+    "FULL_NAME_LENGTH",
+    "NAME_LENGTH",
+    "NAMING_CONVENTION",
+    "AccountRow",
+    "AssociationRow",
+    "Base",
+    "ClassRow",
+    "DiscoveryClaimRow",
+    "DistributionRow",
+    "GroupRow",
+    "ObjectRow",
+    "PackRow",
+    "ProfileRow",
+    "SecretVersionRow",
+    "SettingRow",
+    "UTCDateTime",
+    "WorkflowRow",
+    "metadata",
+    "utcnow",
+]

@@ -1,0 +1,133 @@
+"""Fixtures shared by the whole suite.
+
+Databases — each test gets a fresh, fully migrated database of its own:
+
+* ``db_url``: parametrized over SQLite and PostgreSQL (test ids ``[sqlite]`` / ``[postgres]``;
+  the PostgreSQL case carries the ``postgres`` marker, so ``-m "not postgres"`` runs SQLite only
+  and never starts a server).
+* ``database``: a :class:`runas.storage.database.Database` on ``db_url``, disposed afterwards.
+* ``sqlite_url`` / ``postgres_url``: one backend only.
+* ``empty_db_url``: a database with no schema at all (for migration tests), both backends.
+
+The migrations run once per backend per test session into a template (a file for SQLite, a
+``TEMPLATE`` database for PostgreSQL); a test's database is a copy, which takes milliseconds.
+The PostgreSQL cluster is started on first use and shared by the session (one per xdist worker).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runas.storage import migrate
+from runas.storage.database import Database, sqlite_url_for
+from support.postgres import PostgresCluster
+
+POSTGRES_TEMPLATE = "runas_template"
+
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+]
+
+
+def _migrate(url: str) -> None:
+    db = Database(url)
+    try:
+        migrate.upgrade(db)
+    finally:
+        db.dispose()
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """The session's throwaway PostgreSQL cluster (started on first use)."""
+    cluster = PostgresCluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_template(postgres_cluster: PostgresCluster) -> str:
+    """Name of a database migrated to head, to be copied (never connected to by tests)."""
+    postgres_cluster.execute(f'CREATE DATABASE "{POSTGRES_TEMPLATE}" TEMPLATE template0')
+    _migrate(postgres_cluster.url(POSTGRES_TEMPLATE))
+    return POSTGRES_TEMPLATE
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster, postgres_template: str) -> Iterator[str]:
+    """URL of a fresh migrated PostgreSQL database, dropped after the test."""
+    name = postgres_cluster.create_database(template=postgres_template)
+    try:
+        yield postgres_cluster.url(name)
+    finally:
+        postgres_cluster.drop_database(name)
+
+
+# -- SQLite --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated to head, to be copied."""
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    _migrate(sqlite_url_for(directory))
+    path = directory / "runas.db"
+    # Every connection is closed, so SQLite has checkpointed and removed the WAL: the main file
+    # alone is the whole database.
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """URL of a fresh migrated SQLite database in the test's ``tmp_path``."""
+    directory = tmp_path / "sqlite"
+    directory.mkdir()
+    shutil.copyfile(sqlite_template, directory / "runas.db")
+    return sqlite_url_for(directory)
+
+
+# -- both ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest) -> str:
+    """URL of a fresh migrated database; the test runs once per backend."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    """A :class:`Database` on a fresh migrated database; disposed after the test."""
+    db = Database(db_url)
+    try:
+        yield db
+    finally:
+        db.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """URL of a database with no tables at all, on each backend."""
+    if request.param == "sqlite":
+        directory = tmp_path / "empty"
+        directory.mkdir()
+        yield sqlite_url_for(directory)
+        return
+    cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
+    name = cluster.create_database(prefix="empty")
+    try:
+        yield cluster.url(name)
+    finally:
+        cluster.drop_database(name)
