@@ -1,0 +1,166 @@
+"""Operations run in-process: each is one unit of work (one transaction) on the database."""
+
+from __future__ import annotations
+
+from runas.domain.accounts import DistributionMode
+from runas.runtime import Runtime
+from runas.services import (
+    accounts,
+    discovery,
+    distribution,
+    explain,
+    keys,
+    objects,
+    packs,
+    profiles,
+    setup,
+)
+from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
+from runas.services.discovery import DiscoveryPayload, DiscoveryResult
+from runas.services.distribution import DistributionView, SuggestView
+from runas.services.explain import ComputerConfigView, ExplainView
+from runas.services.keys import KeyView, Progress, RotateResult
+from runas.services.objects import GroupView, ObjectSummary, ObjectView
+from runas.services.packs import ImportResult, PackSummary, PackView
+from runas.services.profiles import (
+    AssociateRequest,
+    AssociationView,
+    DissociateRequest,
+    ProfileCreate,
+    ProfileSummary,
+    ProfileView,
+)
+from runas.services.setup import InitResult
+
+
+class LocalBackend:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def init(self, management_group: str | None) -> InitResult:
+        return setup.init(self.runtime, management_group)
+
+    def db_upgrade(self) -> str | None:
+        return setup.db_upgrade(self.runtime)
+
+    def account_add(self, req: AccountCreate) -> AccountView:
+        with self.runtime.unit_of_work() as uow:
+            return accounts.add(uow, req)
+
+    def account_list(self, account_type: str | None) -> list[AccountSummary]:
+        with self.runtime.unit_of_work() as uow:
+            return accounts.list_accounts(uow.session, account_type)
+
+    def account_show(self, ref: str) -> AccountView:
+        with self.runtime.unit_of_work() as uow:
+            return accounts.show(uow.session, ref)
+
+    def account_update(self, ref: str, req: AccountUpdate) -> AccountView:
+        with self.runtime.unit_of_work() as uow:
+            return accounts.update(uow, ref, req)
+
+    def account_remove(self, ref: str) -> str:
+        with self.runtime.unit_of_work() as uow:
+            return accounts.remove(uow, ref)
+
+    def distribution_get(self, ref: str) -> DistributionView:
+        with self.runtime.unit_of_work() as uow:
+            return distribution.get(uow.session, ref)
+
+    def distribution_set(
+        self,
+        ref: str,
+        mode: DistributionMode,
+        computers: list[str] | None,
+        add: list[str] | None,
+        remove: list[str] | None,
+    ) -> DistributionView:
+        with self.runtime.unit_of_work() as uow:
+            return distribution.set_distribution(
+                uow, ref, mode=mode, computers=computers, add=add, remove=remove
+            )
+
+    def distribution_suggest(self, ref: str, apply: bool) -> SuggestView:
+        with self.runtime.unit_of_work() as uow:
+            return distribution.suggest(uow, ref, apply=apply)
+
+    def pack_import(self, text: str, source: str) -> ImportResult:
+        with self.runtime.unit_of_work() as uow:
+            return packs.import_pack(uow, text, source)
+
+    def pack_list(self) -> list[PackSummary]:
+        with self.runtime.unit_of_work() as uow:
+            return packs.list_packs(uow.session)
+
+    def pack_show(self, ref: str, with_source: bool) -> PackView:
+        with self.runtime.unit_of_work() as uow:
+            return packs.show(uow.session, ref, with_source=with_source)
+
+    def pack_remove(self, ref: str) -> list[str]:
+        with self.runtime.unit_of_work() as uow:
+            return packs.remove(uow, ref)
+
+    def discovery_submit(self, payload: DiscoveryPayload) -> DiscoveryResult:
+        with self.runtime.unit_of_work() as uow:
+            return discovery.submit(uow, payload)
+
+    def object_list(
+        self, class_id: str | None, computer: str | None, limit: int
+    ) -> list[ObjectSummary]:
+        with self.runtime.unit_of_work() as uow:
+            return objects.list_objects(uow.session, class_id, computer, limit)
+
+    def object_show(self, ref: str) -> ObjectView:
+        with self.runtime.unit_of_work() as uow:
+            return objects.show(uow.session, ref)
+
+    def group_list(self) -> list[GroupView]:
+        with self.runtime.unit_of_work() as uow:
+            return objects.list_groups(uow.session)
+
+    def group_show(self, ref: str) -> GroupView:
+        with self.runtime.unit_of_work() as uow:
+            return objects.show_group(uow.session, ref)
+
+    def profile_list(self) -> list[ProfileSummary]:
+        with self.runtime.unit_of_work() as uow:
+            return profiles.list_profiles(uow.session)
+
+    def profile_show(self, ref: str) -> ProfileView:
+        with self.runtime.unit_of_work() as uow:
+            return profiles.show(uow.session, ref)
+
+    def profile_add(self, req: ProfileCreate) -> ProfileView:
+        with self.runtime.unit_of_work() as uow:
+            return profiles.add(uow, req)
+
+    def associate(self, req: AssociateRequest) -> AssociationView:
+        with self.runtime.unit_of_work() as uow:
+            return profiles.associate(uow, req)
+
+    def dissociate(self, req: DissociateRequest) -> list[int]:
+        with self.runtime.unit_of_work() as uow:
+            return profiles.dissociate(uow, req)
+
+    def explain(self, obj_ref: str, workflow: str | None, profile: str | None) -> ExplainView:
+        with self.runtime.unit_of_work() as uow:
+            return explain.explain(uow.session, obj_ref=obj_ref, workflow=workflow, profile=profile)
+
+    def config_show(self, computer: str) -> ComputerConfigView:
+        with self.runtime.unit_of_work() as uow:
+            return explain.computer_config(uow.session, computer)
+
+    def key_list(self) -> list[KeyView]:
+        return keys.list_keys(self.runtime)
+
+    def key_rotate(self, progress: Progress | None) -> RotateResult:
+        return keys.rotate(self.runtime, progress)
+
+    def key_rewrap(self, progress: Progress | None) -> RotateResult:
+        return keys.rewrap_all(self.runtime, progress)
+
+    def key_retire(self, key_id: str) -> list[KeyView]:
+        return keys.retire(self.runtime, key_id)
+
+    def close(self) -> None:
+        self.runtime.close()

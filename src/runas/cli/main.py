@@ -1,0 +1,123 @@
+"""The ``runas`` command: assembles the command groups and maps every error once.
+
+Exit codes: 0 success, 1 error (one line on stderr naming the problem), 2 usage error.
+No stack trace reaches the user: unexpected failures print one line and the traceback goes
+to the log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from runas import __version__, logs
+from runas.cli import output
+from runas.cli.commands import accounts, admin, content, profiles, resolution
+from runas.cli.state import CliState, state
+from runas.errors import RunAsError
+
+
+def _version(value: bool) -> None:
+    if value:
+        output.line(f"runas {__version__}")
+        raise typer.Exit()
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name="runas",
+        help="Run As accounts and profiles: which identity runs each workflow, on which computer.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        add_completion=False,
+    )
+
+    @app.callback()
+    def root(
+        ctx: typer.Context,
+        data_dir: Annotated[
+            Path | None,
+            typer.Option(
+                "--data-dir",
+                envvar="RUNAS_DATA_DIR",
+                help="Data directory (database, keyring, log). Default ./runas-data.",
+            ),
+        ] = None,
+        version: Annotated[
+            bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+        ] = False,
+    ) -> None:
+        state(ctx).data_dir = data_dir
+
+    app.command("init")(admin.init)
+    app.add_typer(admin.db, name="db")
+    app.add_typer(admin.keys, name="key")
+    app.add_typer(accounts.app, name="account")
+    app.add_typer(profiles.distribution, name="distribution")
+    app.add_typer(content.packs, name="pack")
+    app.add_typer(content.discovery, name="discovery")
+    app.add_typer(content.objects, name="object")
+    app.add_typer(content.groups, name="group")
+    app.add_typer(profiles.profiles, name="profile")
+    app.command("explain")(resolution.explain)
+    app.add_typer(resolution.config, name="config")
+    return app
+
+
+def _validation_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    return f"{loc}: {first['msg']}" if loc else str(first["msg"])
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (tests call this in-process).
+
+    Typer handles usage errors itself (exit 2, with the usage line); every RunAsError and
+    validation error raised by a command becomes one line on stderr and exit code 1.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = build_app()
+    cli_state = CliState()
+    started = time.monotonic()
+    verb = " ".join(a for a in args[:2] if not a.startswith("-"))
+    code = 0
+    try:
+        app(args=args, prog_name="runas", obj=cli_state, standalone_mode=True)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except RunAsError as e:
+        output.error(str(e))
+        logs.event("command failed", command=verb, error=e.code, message=str(e))
+        code = 1
+    except ValidationError as e:
+        output.error(_validation_line(e))
+        logs.event("command failed", command=verb, error="invalid-input")
+        code = 1
+    except KeyboardInterrupt:
+        output.error("interrupted")
+        code = 130
+    except Exception as e:  # the last line of defence: no stack trace for the user
+        output.error(f"internal error ({type(e).__name__}); details are in the log")
+        logging.getLogger(logs.LOGGER).error(
+            "internal error", exc_info=True, extra={"fields": {"command": verb}}
+        )
+        code = 1
+    finally:
+        if code == 0:
+            logs.event(
+                "command", command=verb, outcome="ok", ms=round((time.monotonic() - started) * 1000)
+            )
+        cli_state.close()
+    return code
+
+
+def main() -> None:
+    sys.exit(run())

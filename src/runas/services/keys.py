@@ -1,0 +1,178 @@
+"""Key-encryption-key rotation, online: a new KEK becomes active, then every data key is
+re-wrapped in small batches (each its own transaction, so other work goes on meanwhile); the
+old KEK can be retired once no secret version depends on it."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from runas.crypto.envelope import SealedSecret, rewrap
+from runas.crypto.keyring import Keyring, KeyringSource
+from runas.errors import DecryptionError, InUse, KeyringError, NotFound
+from runas.runtime import Runtime
+from runas.storage.tables import AccountRow, SecretVersionRow
+
+Progress = Callable[[int, int], None]
+BATCH = 200
+
+
+class KeyView(BaseModel):
+    id: str
+    created: datetime
+    active: bool
+    secret_versions: int
+
+
+class RotateResult(BaseModel):
+    new_key: str | None
+    active_key: str
+    rewrapped: int
+    remaining: int
+
+
+def _counts(rt: Runtime) -> dict[str, int]:
+    with rt.database.session() as s:
+        return dict(
+            s.execute(
+                select(SecretVersionRow.kek_id, func.count()).group_by(SecretVersionRow.kek_id)
+            )
+            .tuples()
+            .all()
+        )
+
+
+def list_keys(rt: Runtime) -> list[KeyView]:
+    rt.ensure_initialised()
+    keyring = rt.keyring()
+    counts = _counts(rt)
+    return [
+        KeyView(
+            id=k,
+            created=keyring.get(k).created,
+            active=k == keyring.active_id,
+            secret_versions=counts.get(k, 0),
+        )
+        for k in keyring.ids()
+    ]
+
+
+@contextlib.contextmanager
+def _locked(source: KeyringSource) -> Iterator[None]:
+    """One rotation at a time: two concurrent saves of the keyring would lose a key."""
+    if source.file is None:
+        raise KeyringError(
+            f"the keyring comes from {source.description} and cannot be changed here; "
+            "rotate it where it is managed"
+        )
+    lock_path = Path(str(source.file.path) + ".lock")
+    with lock_path.open("a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise KeyringError("another key rotation is running") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def rotate(rt: Runtime, progress: Progress | None = None) -> RotateResult:
+    rt.ensure_initialised()
+    source = rt.keyring_source()
+    with _locked(source):
+        keyring = source.load()
+        new = keyring.add_key(rt.clock())
+        # Saved before any row points at it: a crash mid-way leaves a keyring that opens
+        # every row, old or re-wrapped. 'runas key rewrap' finishes the job.
+        source.save(keyring)
+        rt.forget_keyring()
+        done, remaining = _rewrap_all(rt, keyring, progress)
+    return RotateResult(
+        new_key=new.id, active_key=keyring.active_id, rewrapped=done, remaining=remaining
+    )
+
+
+def rewrap_all(rt: Runtime, progress: Progress | None = None) -> RotateResult:
+    """Re-wrap whatever is not yet under the active KEK (resumes an interrupted rotation)."""
+    rt.ensure_initialised()
+    source = rt.keyring_source()
+    with _locked(source):
+        keyring = source.load()
+        done, remaining = _rewrap_all(rt, keyring, progress)
+    return RotateResult(
+        new_key=None, active_key=keyring.active_id, rewrapped=done, remaining=remaining
+    )
+
+
+def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> tuple[int, int]:
+    active = keyring.active_id
+    with rt.database.session() as s:
+        total = (
+            s.scalar(
+                select(func.count())
+                .select_from(SecretVersionRow)
+                .where(SecretVersionRow.kek_id != active)
+            )
+            or 0
+        )
+    done = 0
+    if progress:
+        progress(done, total)
+    while True:
+        with rt.database.session() as s:
+            rows = list(
+                s.scalars(
+                    select(SecretVersionRow)
+                    .where(SecretVersionRow.kek_id != active)
+                    .order_by(SecretVersionRow.account_id, SecretVersionRow.version)
+                    .limit(BATCH)
+                    .with_for_update()
+                )
+            )
+            if not rows:
+                break
+            for row in rows:
+                sealed = SealedSecret(row.kek_id, row.wrapped_dek, row.ciphertext)
+                try:
+                    new = rewrap(
+                        keyring, account_id=row.account_id, version=row.version, sealed=sealed
+                    )
+                except DecryptionError:
+                    name = s.scalar(select(AccountRow.name).where(AccountRow.id == row.account_id))
+                    raise DecryptionError(
+                        f"secret version {row.version} of account {name!r} could not be "
+                        f"decrypted; rotation stopped after {done} re-wrapped"
+                    ) from None
+                row.kek_id = new.kek_id
+                row.wrapped_dek = new.wrapped_dek
+                done += 1
+        if progress:
+            progress(done, total)
+    return done, 0
+
+
+def retire(rt: Runtime, key_id: str) -> list[KeyView]:
+    rt.ensure_initialised()
+    source = rt.keyring_source()
+    with _locked(source):
+        keyring = source.load()
+        if key_id not in keyring:
+            raise NotFound(f"no key {key_id!r} in the keyring")
+        if key_id == keyring.active_id:
+            raise InUse(f"{key_id} is the active key: rotate first ('runas key rotate')")
+        still = _counts(rt).get(key_id, 0)
+        if still:
+            raise InUse(
+                f"{still} secret version(s) are still wrapped by {key_id}: run 'runas key rewrap'"
+            )
+        keyring.retire(key_id)
+        source.save(keyring)
+        rt.forget_keyring()
+    return list_keys(rt)

@@ -1,0 +1,116 @@
+"""Finding things by the names people type: accounts by name or id, objects by full name or
+id, computers by name. Every miss is a NotFound that says what was looked for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from runas.domain.model import COMPUTER_CLASS
+from runas.domain.names import parse_full_name
+from runas.errors import NotFound
+from runas.storage.tables import (
+    AccountRow,
+    GroupRow,
+    ObjectRow,
+    PackRow,
+    ProfileRow,
+    SettingRow,
+    WorkflowRow,
+)
+
+EPOCH_KEY = "resolution_epoch"
+
+
+def account(session: Session, ref: str, *, for_update: bool = False) -> AccountRow:
+    stmt = select(AccountRow).where(AccountRow.name == ref)
+    if for_update:
+        stmt = stmt.with_for_update()
+    row = session.scalars(stmt).one_or_none()
+    if row is None and ref.isdigit():
+        row = session.get(AccountRow, int(ref))
+    if row is None:
+        raise NotFound(f"no Run As account named {ref!r}")
+    return row
+
+
+def profile(session: Session, ref: str) -> ProfileRow:
+    row = session.get(ProfileRow, ref)
+    if row is None:
+        raise NotFound(f"no Run As profile {ref!r}")
+    return row
+
+
+def workflow(session: Session, ref: str) -> WorkflowRow:
+    row = session.get(WorkflowRow, ref)
+    if row is None:
+        raise NotFound(f"no workflow {ref!r}")
+    return row
+
+
+def pack(session: Session, ref: str) -> PackRow:
+    row = session.get(PackRow, ref)
+    if row is None:
+        raise NotFound(f"no management pack {ref!r}")
+    return row
+
+
+def group(session: Session, ref: str) -> GroupRow:
+    row = session.get(GroupRow, ref)
+    if row is None:
+        raise NotFound(f"no group {ref!r}")
+    return row
+
+
+def obj(session: Session, ref: str) -> ObjectRow:
+    """An object by numeric id or by full name (``Class:host;key``)."""
+    if ref.isdigit():
+        row = session.get(ObjectRow, int(ref))
+        if row is None:
+            raise NotFound(f"no object with id {ref}")
+        return row
+    parse_full_name(ref)  # a clear error for something that is not a name at all
+    found = session.scalars(select(ObjectRow).where(ObjectRow.full_name == ref)).one_or_none()
+    if found is None:
+        raise NotFound(f"no object named {ref!r}")
+    return found
+
+
+def computer(session: Session, name: str) -> ObjectRow:
+    """The computer object whose name is ``name`` (the computer's own key)."""
+    row = session.scalars(
+        select(ObjectRow).where(ObjectRow.computer_name == name, ObjectRow.host_id.is_(None))
+    ).first()
+    if row is None:
+        raise NotFound(f"no computer named {name!r} (computers appear through discovery)")
+    return row
+
+
+def computer_names(session: Session) -> set[str]:
+    return set(session.scalars(select(ObjectRow.computer_name).where(ObjectRow.host_id.is_(None))))
+
+
+def setting(session: Session, key: str, default: Any = None) -> Any:
+    row = session.get(SettingRow, key)
+    return default if row is None else row.value
+
+
+def set_setting(session: Session, key: str, value: Any) -> None:
+    row = session.get(SettingRow, key)
+    if row is None:
+        session.add(SettingRow(key=key, value=value))
+    else:
+        row.value = value
+
+
+def bump_epoch(session: Session) -> int:
+    """Every change that can alter resolution bumps the management group's epoch, so agents
+    and other servers (later issues) can tell their view is stale."""
+    epoch = int(setting(session, EPOCH_KEY, 0)) + 1
+    set_setting(session, EPOCH_KEY, epoch)
+    return epoch
+
+
+__all__ = ["COMPUTER_CLASS"]

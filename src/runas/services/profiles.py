@@ -1,0 +1,322 @@
+"""Run As profiles and their associations (profile + account + target)."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from runas.domain.accounts import AccountType, parse_account_type
+from runas.domain.model import ENTITY_CLASS, Accessibility, ProfileDef, TargetKind
+from runas.errors import AlreadyExists, InvalidInput, NotFound
+from runas.runtime import UnitOfWork
+from runas.services import convert, lookup
+from runas.storage.tables import (
+    AccountRow,
+    AssociationRow,
+    ClassRow,
+    GroupRow,
+    ObjectRow,
+    ProfileRow,
+    WorkflowRow,
+)
+
+_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+class ProfileSummary(BaseModel):
+    id: str
+    display_name: str
+    pack: str | None
+    accessibility: str
+    allowed_types: list[str]
+    fallback: bool
+    associations: int
+    workflows: int
+
+
+class AssociationView(BaseModel):
+    id: int
+    profile: str
+    account: str
+    account_id: int
+    account_type: str
+    target_kind: str
+    target: str | None
+    enforced: bool
+    position: int | None
+    #: False when the target (an object, usually) is not currently present
+    target_present: bool
+
+
+class ProfileView(BaseModel):
+    id: str
+    display_name: str
+    description: str
+    pack: str | None
+    context_class: str
+    accessibility: str
+    allowed_types: list[str]
+    fallback: bool
+    ordered: bool
+    max_accounts: int | None
+    associations: list[AssociationView]
+    workflows: list[str]
+
+
+class ProfileCreate(BaseModel):
+    id: str = Field(min_length=1, max_length=200)
+    display_name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    context_class: str = ENTITY_CLASS
+    allowed_types: list[str] = Field(default_factory=list)
+    fallback: bool = True
+
+
+class AssociateRequest(BaseModel):
+    profile: str
+    account: str
+    target_kind: TargetKind = TargetKind.ALL
+    target: str | None = None
+    enforced: bool = False
+    position: int | None = Field(default=None, ge=1)
+
+
+class DissociateRequest(BaseModel):
+    profile: str
+    account: str
+    target_kind: TargetKind | None = None
+    target: str | None = None
+
+
+def list_profiles(session: Session) -> list[ProfileSummary]:
+    assoc = dict(
+        session.execute(
+            select(AssociationRow.profile_id, func.count()).group_by(AssociationRow.profile_id)
+        )
+        .tuples()
+        .all()
+    )
+    flows = dict(
+        session.execute(
+            select(WorkflowRow.profile_id, func.count()).group_by(WorkflowRow.profile_id)
+        )
+        .tuples()
+        .all()
+    )
+    return [
+        ProfileSummary(
+            id=p.id,
+            display_name=p.display_name,
+            pack=p.pack_id,
+            accessibility=p.accessibility,
+            allowed_types=list(p.allowed_types),
+            fallback=p.fallback,
+            associations=assoc.get(p.id, 0),
+            workflows=flows.get(p.id, 0),
+        )
+        for p in session.scalars(select(ProfileRow).order_by(ProfileRow.id))
+    ]
+
+
+def _target_present(session: Session, kind: str, target: str) -> bool:
+    if kind == TargetKind.ALL.value:
+        return True
+    if kind == TargetKind.CLASS.value:
+        return session.get(ClassRow, target) is not None
+    if kind == TargetKind.GROUP.value:
+        return session.get(GroupRow, target) is not None
+    return (
+        session.scalars(select(ObjectRow.id).where(ObjectRow.full_name == target)).first()
+        is not None
+    )
+
+
+def _association_views(session: Session, profile_id: str) -> list[AssociationView]:
+    rows = session.execute(
+        select(AssociationRow, AccountRow.name, AccountRow.type)
+        .join(AccountRow, AccountRow.id == AssociationRow.account_id)
+        .where(AssociationRow.profile_id == profile_id)
+        .order_by(AssociationRow.position.is_(None), AssociationRow.position, AssociationRow.id)
+    ).tuples()
+    return [_association_view(session, a, name, atype) for a, name, atype in rows]
+
+
+def _association_view(
+    session: Session, a: AssociationRow, account_name: str, account_type: str
+) -> AssociationView:
+    return AssociationView(
+        id=a.id,
+        profile=a.profile_id,
+        account=account_name,
+        account_id=a.account_id,
+        account_type=account_type,
+        target_kind=a.target_kind,
+        target=a.target or None,
+        enforced=a.enforced,
+        position=a.position,
+        target_present=_target_present(session, a.target_kind, a.target),
+    )
+
+
+def show(session: Session, ref: str) -> ProfileView:
+    p = lookup.profile(session, ref)
+    workflows = sorted(
+        session.scalars(select(WorkflowRow.id).where(WorkflowRow.profile_id == p.id))
+    )
+    return ProfileView(
+        id=p.id,
+        display_name=p.display_name,
+        description=p.description,
+        pack=p.pack_id,
+        context_class=p.context_class,
+        accessibility=p.accessibility,
+        allowed_types=list(p.allowed_types),
+        fallback=p.fallback,
+        ordered=p.ordered,
+        max_accounts=p.max_accounts,
+        associations=_association_views(session, p.id),
+        workflows=workflows,
+    )
+
+
+def add(uow: UnitOfWork, req: ProfileCreate) -> ProfileView:
+    """A profile created by hand (not owned by a pack), as SCOM allows."""
+    s = uow.session
+    if not _ID.match(req.id):
+        raise InvalidInput(f"profile id {req.id!r} must be a dotted identifier (e.g. Corp.Backup)")
+    if s.get(ProfileRow, req.id) is not None:
+        raise AlreadyExists(f"a Run As profile {req.id!r} already exists")
+    if s.get(ClassRow, req.context_class) is None:
+        raise NotFound(f"unknown class {req.context_class!r}")
+    allowed = tuple(parse_account_type(t) for t in req.allowed_types)
+    profile = ProfileDef(
+        id=req.id,
+        display_name=req.display_name,
+        description=req.description,
+        context_class=req.context_class,
+        accessibility=Accessibility.PUBLIC,
+        allowed_types=allowed,
+        fallback=req.fallback,
+    )
+    s.add(convert.profile_row(profile, None))
+    s.flush()
+    return show(s, req.id)
+
+
+def _normalise_target(session: Session, kind: TargetKind, target: str | None) -> str:
+    if kind is TargetKind.ALL:
+        if target:
+            raise InvalidInput("an association with all targeted objects takes no target")
+        return ""
+    if not target:
+        raise InvalidInput(f"a {kind.value} association needs a target")
+    if kind is TargetKind.CLASS:
+        if session.get(ClassRow, target) is None:
+            raise NotFound(f"unknown class {target!r}")
+        return target
+    if kind is TargetKind.GROUP:
+        if session.get(GroupRow, target) is None:
+            raise NotFound(f"unknown group {target!r}")
+        return target
+    # Objects are stored by full name so the association survives rediscovery.
+    return lookup.obj(session, target).full_name
+
+
+def associate(uow: UnitOfWork, req: AssociateRequest) -> AssociationView:
+    s = uow.session
+    prow = lookup.profile(s, req.profile)
+    profile = convert.profile_def(prow)
+    account = lookup.account(s, req.account)
+    account_type = AccountType(account.type)
+    if not profile.allows(account_type):
+        allowed = ", ".join(t.value for t in profile.allowed_types)
+        raise InvalidInput(
+            f"profile {profile.id} accepts {allowed} accounts; {account.name!r} is a "
+            f"{account_type.value} account"
+        )
+    target = _normalise_target(s, req.target_kind, req.target)
+    existing = s.scalars(
+        select(AssociationRow).where(
+            AssociationRow.profile_id == profile.id,
+            AssociationRow.account_id == account.id,
+            AssociationRow.target_kind == req.target_kind.value,
+            AssociationRow.target == target,
+        )
+    ).first()
+    if existing is not None:
+        raise AlreadyExists(
+            f"{account.name!r} is already associated with {profile.id} for "
+            f"{req.target_kind.value} {target or 'targets'} (association #{existing.id})"
+        )
+    if profile.max_accounts is not None:
+        accounts = set(
+            s.scalars(
+                select(AssociationRow.account_id).where(AssociationRow.profile_id == profile.id)
+            )
+        )
+        if account.id not in accounts and len(accounts) >= profile.max_accounts:
+            raise InvalidInput(
+                f"profile {profile.id} takes at most {profile.max_accounts} account(s) and has "
+                f"{len(accounts)}"
+            )
+    position = req.position
+    if profile.ordered and position is None:
+        last = s.scalar(
+            select(func.max(AssociationRow.position)).where(AssociationRow.profile_id == profile.id)
+        )
+        position = (last or 0) + 1
+    row = AssociationRow(
+        profile_id=profile.id,
+        account_id=account.id,
+        target_kind=req.target_kind.value,
+        target=target,
+        enforced=req.enforced,
+        position=position,
+        created_at=uow.now,
+        created_by=uow.actor,
+    )
+    s.add(row)
+    lookup.bump_epoch(s)
+    s.flush()
+    return _association_view(s, row, account.name, account.type)
+
+
+def dissociate(uow: UnitOfWork, req: DissociateRequest) -> list[int]:
+    s = uow.session
+    profile = lookup.profile(s, req.profile)
+    account = lookup.account(s, req.account)
+    stmt = select(AssociationRow).where(
+        AssociationRow.profile_id == profile.id, AssociationRow.account_id == account.id
+    )
+    if req.target_kind is not None:
+        target = _normalise_target_for_match(s, req.target_kind, req.target)
+        stmt = stmt.where(
+            AssociationRow.target_kind == req.target_kind.value, AssociationRow.target == target
+        )
+    rows = list(s.scalars(stmt.order_by(AssociationRow.id)))
+    if not rows:
+        raise NotFound(f"{account.name!r} is not associated with {profile.id} for that target")
+    if len(rows) > 1 and req.target_kind is None:
+        listed = "; ".join(
+            f"#{r.id} {r.target_kind}{' ' + r.target if r.target else ''}" for r in rows
+        )
+        raise InvalidInput(
+            f"{account.name!r} has {len(rows)} associations with {profile.id} ({listed}): "
+            "name the target (--class, --group, --object or --all)"
+        )
+    ids = [r.id for r in rows]
+    for r in rows:
+        s.delete(r)
+    lookup.bump_epoch(s)
+    s.flush()
+    return ids
+
+
+def _normalise_target_for_match(session: Session, kind: TargetKind, target: str | None) -> str:
+    if kind is TargetKind.OBJECT and target and not target.isdigit():
+        # The object may be gone (that is often why one dissociates): match by name.
+        return target
+    return _normalise_target(session, kind, target)
