@@ -24,6 +24,7 @@ import pytest
 
 from runas.storage import migrate
 from runas.storage.database import Database, sqlite_url_for
+from support.cli import Cli
 from support.postgres import PostgresCluster
 
 POSTGRES_TEMPLATE = "runas_template"
@@ -131,3 +132,32 @@ def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield cluster.url(name)
     finally:
         cluster.drop_database(name)
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path,
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """The ``runas`` CLI on an initialised management group, on SQLite and on PostgreSQL."""
+    runner = Cli(tmp_path / "runas-data", db_url, monkeypatch, capsys)
+    runner.ok("init", "--name", "test")
+    return runner
+
+
+@pytest.fixture
+def sqlite_cli(
+    tmp_path: Path,
+    sqlite_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
+    """The CLI on SQLite only, for behaviour that does not depend on the database."""
+    runner = Cli(tmp_path / "runas-data", sqlite_url, monkeypatch, capsys)
+    runner.ok("init", "--name", "test")
+    return runner

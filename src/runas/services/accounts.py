@@ -243,14 +243,14 @@ def list_accounts(session: Session, account_type: str | None = None) -> list[Acc
         session.execute(
             select(DistributionRow.account_id, func.count()).group_by(DistributionRow.account_id)
         )
-        .tuples()
+        
         .all()
     )
     assoc = dict(
         session.execute(
             select(AssociationRow.account_id, func.count()).group_by(AssociationRow.account_id)
         )
-        .tuples()
+        
         .all()
     )
     return [

@@ -71,7 +71,7 @@ def targeted_classes(session: Session) -> dict[str, frozenset[str]]:
         select(WorkflowRow.profile_id, WorkflowRow.target_class).where(
             WorkflowRow.profile_id.is_not(None)
         )
-    ).tuples():
+    ):
         if profile_id is not None:
             out.setdefault(profile_id, set()).add(target)
     return {k: frozenset(v) for k, v in out.items()}
@@ -88,7 +88,7 @@ def associations_for(
     if profile_ids is not None:
         stmt = stmt.where(AssociationRow.profile_id.in_(list(profile_ids)))
     out: dict[str, list[Association]] = {}
-    for row, account_name in session.execute(stmt).tuples():
+    for row, account_name in session.execute(stmt):
         out.setdefault(row.profile_id, []).append(convert.association(row, account_name))
     return out
 
@@ -102,7 +102,7 @@ def account_infos(session: Session, account_ids: Iterable[int]) -> dict[int, Acc
         select(DistributionRow.account_id, DistributionRow.computer_name).where(
             DistributionRow.account_id.in_(ids)
         )
-    ).tuples():
+    ):
         approved.setdefault(account_id, set()).add(computer)
     rows = session.scalars(select(AccountRow).where(AccountRow.id.in_(ids)))
     return {r.id: convert.account_info(r, frozenset(approved.get(r.id, ()))) for r in rows}

@@ -235,7 +235,7 @@ def _remove_objects(session: Session, object_ids: list[int]) -> list[str]:
         chunk, frontier = frontier[:500], frontier[500:]
         for oid, name in session.execute(
             select(ObjectRow.id, ObjectRow.full_name).where(ObjectRow.id.in_(chunk))
-        ).tuples():
+        ):
             if oid not in seen:
                 seen.add(oid)
                 gone.append(name)

@@ -43,7 +43,7 @@ def _counts(rt: Runtime) -> dict[str, int]:
             s.execute(
                 select(SecretVersionRow.kek_id, func.count()).group_by(SecretVersionRow.kek_id)
             )
-            .tuples()
+            
             .all()
         )
 

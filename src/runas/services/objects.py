@@ -78,7 +78,7 @@ def show(session: Session, ref: str) -> ObjectView:
             select(DiscoveryClaimRow.source, DiscoveryClaimRow.scope)
             .where(DiscoveryClaimRow.object_id == row.id)
             .order_by(DiscoveryClaimRow.source)
-        ).tuples()
+        )
     ]
     hosted = sorted(session.scalars(select(ObjectRow.full_name).where(ObjectRow.host_id == row.id)))
     h = catalog_loader.hierarchy(session)

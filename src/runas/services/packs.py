@@ -133,7 +133,7 @@ def _associations_using(
         )
         .order_by(AssociationRow.id)
     )
-    return [(i, p, a) for i, p, a in session.execute(stmt).tuples()]
+    return [(i, p, a) for i, p, a in session.execute(stmt)]
 
 
 def import_pack(uow: UnitOfWork, text: str, source: str) -> ImportResult:

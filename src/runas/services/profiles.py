@@ -96,14 +96,14 @@ def list_profiles(session: Session) -> list[ProfileSummary]:
         session.execute(
             select(AssociationRow.profile_id, func.count()).group_by(AssociationRow.profile_id)
         )
-        .tuples()
+        
         .all()
     )
     flows = dict(
         session.execute(
             select(WorkflowRow.profile_id, func.count()).group_by(WorkflowRow.profile_id)
         )
-        .tuples()
+        
         .all()
     )
     return [
@@ -140,7 +140,7 @@ def _association_views(session: Session, profile_id: str) -> list[AssociationVie
         .join(AccountRow, AccountRow.id == AssociationRow.account_id)
         .where(AssociationRow.profile_id == profile_id)
         .order_by(AssociationRow.position.is_(None), AssociationRow.position, AssociationRow.id)
-    ).tuples()
+    )
     return [_association_view(session, a, name, atype) for a, name, atype in rows]
 
 
