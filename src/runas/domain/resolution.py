@@ -271,17 +271,20 @@ def rank_of(assoc: Association, catalog: Catalog) -> Rank:
     return (1 if assoc.enforced else 0, TARGET_RANK[assoc.target_kind], depth)
 
 
+def _a(kind: TargetKind) -> str:
+    return f"an {kind.value}" if kind is TargetKind.OBJECT else f"a {kind.value}"
+
+
 def why_lost(loser: Association, loser_rank: Rank, winner: Association, top: Rank) -> str:
     if loser_rank[0] != top[0]:
         return f"not enforced, and association #{winner.id} is enforced"
     if loser_rank[1] != top[1]:
-        return (
-            f"a {winner.target_kind.value} target (#{winner.id}) outranks "
-            f"{'an' if loser.target_kind is TargetKind.OBJECT else 'a'} "
-            f"{loser.target_kind.value} target"
-            if loser.target_kind is not TargetKind.ALL
-            else f"a {winner.target_kind.value} target (#{winner.id}) outranks all targeted objects"
+        beaten = (
+            "all targeted objects"
+            if loser.target_kind is TargetKind.ALL
+            else f"{_a(loser.target_kind)} target"
         )
+        return f"{_a(winner.target_kind)} target (#{winner.id}) outranks {beaten}"
     return f"class {winner.target} (#{winner.id}) is more derived than {loser.target}"
 
 
