@@ -67,7 +67,11 @@ class Runtime:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = Database(self.settings.resolved_database_url)
+            database = Database(self.settings.resolved_database_url)
+            # Fail here with one line ("cannot connect to database …", password masked)
+            # rather than deep inside the first query.
+            database.check_connection()
+            self._database = database
         return self._database
 
     def keyring_source(self) -> KeyringSource:

@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from runas import __version__, logs
 from runas.cli import output
@@ -96,6 +97,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except RunAsError as e:
         output.error(str(e))
         logs.event("command failed", command=verb, error=e.code, message=str(e))
+        code = 1
+    except DBAPIError as e:
+        # Only the driver's first line: SQLAlchemy's own text carries statement parameters.
+        reason = str(e.orig).strip().splitlines()[0] if e.orig is not None else type(e).__name__
+        output.error(f"database error: {reason}")
+        logs.event("command failed", command=verb, error="database-error", message=reason)
         code = 1
     except ValidationError as e:
         output.error(_validation_line(e))
