@@ -78,6 +78,16 @@ def _validation_line(err: ValidationError) -> str:
     return f"{loc}: {first['msg']}" if loc else str(first["msg"])
 
 
+def _verb(args: list[str]) -> str:
+    """The command's name for the log ("account show"): its first two words once the root's
+    own options are skipped. Never more: later words may be anything the user typed."""
+    rest = list(args)
+    while rest and rest[0].startswith("-"):
+        if rest.pop(0) == "--data-dir" and rest:
+            rest.pop(0)
+    return " ".join(a for a in rest[:2] if not a.startswith("-"))
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (tests call this in-process).
 
@@ -88,7 +98,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     app = build_app()
     cli_state = CliState()
     started = time.monotonic()
-    verb = " ".join(a for a in args[:2] if not a.startswith("-"))
+    verb = _verb(args)
     code = 0
     try:
         app(args=args, prog_name="runas", obj=cli_state, standalone_mode=True)

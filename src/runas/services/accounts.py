@@ -242,16 +242,12 @@ def list_accounts(session: Session, account_type: str | None = None) -> list[Acc
     dist = dict(
         session.execute(
             select(DistributionRow.account_id, func.count()).group_by(DistributionRow.account_id)
-        )
-        
-        .all()
+        ).all()
     )
     assoc = dict(
         session.execute(
             select(AssociationRow.account_id, func.count()).group_by(AssociationRow.account_id)
-        )
-        
-        .all()
+        ).all()
     )
     return [
         AccountSummary(

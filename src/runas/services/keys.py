@@ -42,9 +42,7 @@ def _counts(rt: Runtime) -> dict[str, int]:
         return dict(
             s.execute(
                 select(SecretVersionRow.kek_id, func.count()).group_by(SecretVersionRow.kek_id)
-            )
-            
-            .all()
+            ).all()
         )
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pydantic import BaseModel
+from sqlalchemy import func, inspect, select
 
 from runas.domain.model import SYSTEM_PACK
+from runas.errors import KeyringError
 from runas.packs import builtin_system_pack, compare_versions
 from runas.runtime import Runtime
 from runas.services import lookup, packs
 from runas.storage import migrate
-from runas.storage.tables import PackRow
+from runas.storage.tables import PackRow, SecretVersionRow
 
 NAME_KEY = "management_group"
 
@@ -30,6 +32,15 @@ def init(rt: Runtime, management_group: str | None = None) -> InitResult:
     source = rt.keyring_source()
     created = False
     if source.file is not None and not source.file.path.exists():
+        stored = _stored_secret_versions(rt)
+        if stored:
+            # A new keyring could open none of them; the usual cause is a keyring that was
+            # moved or not restored with the database.
+            raise KeyringError(
+                f"keyring {source.file.path} does not exist, but the database holds {stored} "
+                "secret version(s) wrapped by another keyring: restore that keyring (or point "
+                "RUNAS_KEYRING_FILE at it) instead of creating a new one"
+            )
         source.file.create(rt.clock())
         created = True
     rt.keyring()  # fail now, not at the first secret, if the keyring is unusable
@@ -55,6 +66,15 @@ def init(rt: Runtime, management_group: str | None = None) -> InitResult:
         schema_revision=migrate.current_revision(rt.database),
         system_pack=version,
     )
+
+
+def _stored_secret_versions(rt: Runtime) -> int:
+    """How many secret versions an existing database holds (0 for a new or empty one)."""
+    with rt.database.engine.connect() as conn:
+        if not inspect(conn).has_table(SecretVersionRow.__tablename__):
+            return 0
+    with rt.database.session() as session:
+        return session.scalar(select(func.count()).select_from(SecretVersionRow)) or 0
 
 
 def db_upgrade(rt: Runtime) -> str | None:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from runas.cli import output
 from runas.cli.state import backend
@@ -71,15 +71,27 @@ def _with_progress(
 ) -> RotateResult:
     if as_json:
         return run(None)
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), transient=False) as bar:
-        task = bar.add_task(label, total=None)
+    # The bar starts with the first report of progress: a command refused before any work
+    # (keyring not writable, rotation already running) prints its one error line and nothing else.
+    bar: Progress | None = None
+    task: TaskID | None = None
 
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=max(total, 1) if total else 1)
-            if total == 0:
-                bar.update(task, completed=1)
+    def progress(done: int, total: int) -> None:
+        nonlocal bar, task
+        if bar is None:
+            bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), transient=False)
+            bar.start()
+            task = bar.add_task(label, total=None)
+        assert task is not None
+        bar.update(task, completed=done, total=max(total, 1) if total else 1)
+        if total == 0:
+            bar.update(task, completed=1)
 
+    try:
         return run(progress)
+    finally:
+        if bar is not None:
+            bar.stop()
 
 
 @keys.command("rotate")
