@@ -149,7 +149,12 @@ def discovery_submit(
 ) -> None:
     """Submit discovery data (the payload agents send). Objects this source discovered before
     in the same scope and no longer lists are removed."""
-    result = backend(ctx).discovery_submit(load_payload(file))
+    payload = load_payload(file)
+    try:
+        result = backend(ctx).discovery_submit(payload)
+    except InvalidInput as err:
+        # Name the file too: payload problems are located as "object N" within it.
+        raise InvalidInput(f"{file}: {err.message}") from None
     if as_json:
         output.emit_json(result)
         return
