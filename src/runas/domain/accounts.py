@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -206,12 +207,22 @@ def validate_account(
     return pub, sec
 
 
+#: one DNS label: letters, digits and inner hyphens (RFC 1123), at most 63 characters
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def _is_fqdn(domain: str) -> bool:
+    # "." alone, "corp.", "corp..com" or "corp contoso.com" contain a dot but name no domain.
+    labels = domain.split(".")
+    return len(labels) >= 2 and all(_DNS_LABEL.fullmatch(label) for label in labels)
+
+
 def _rules_windows(pub: dict[str, str], sec: dict[str, str], full: bool) -> None:
     if "\\" in pub["user"] or "@" in pub["user"]:
         raise AccountValidationError(
             "give the user name without its domain; the domain goes in 'domain'"
         )
-    if "." not in pub["domain"]:
+    if not _is_fqdn(pub["domain"]):
         raise AccountValidationError(
             f"domain {pub['domain']!r} must be given in FQDN form (e.g. corp.contoso.com)"
         )

@@ -95,16 +95,12 @@ def list_profiles(session: Session) -> list[ProfileSummary]:
     assoc = dict(
         session.execute(
             select(AssociationRow.profile_id, func.count()).group_by(AssociationRow.profile_id)
-        )
-        
-        .all()
+        ).all()
     )
     flows = dict(
         session.execute(
             select(WorkflowRow.profile_id, func.count()).group_by(WorkflowRow.profile_id)
-        )
-        
-        .all()
+        ).all()
     )
     return [
         ProfileSummary(
