@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -448,7 +449,7 @@ def test_winner_not_distributed_is_reported_with_the_fix() -> None:
     assert res.account is not None
     assert res.account.id == 1
     assert res.to_dict()["distributed"] is False
-    assert any("--more-secure --computer c1" in s for s in res.steps)
+    assert any("--more-secure --add c1" in s for s in res.steps)
     assert resolve_workflow(workflow("W.P"), MID, cat).outcome is Outcome.ACCOUNT
 
 
@@ -505,3 +506,20 @@ def test_to_dict_never_carries_more_than_the_account_reference() -> None:
         "distribution": "more-secure",
         "elevation": None,
     }
+
+
+def test_ordered_profile_lists_accounts_in_turn_instead_of_a_conflict() -> None:
+    """Site accounts such as client push are tried in turn: several accounts at the top rank
+    of an ordered profile are its order (by position), not a conflict."""
+    first = Association(10, "P", 2, "acct2", TargetKind.ALL, None, position=1)
+    second = Association(5, "P", 1, "acct1", TargetKind.ALL, None, position=2)
+    cat = catalog([second, first])
+    ordered = replace(P, ordered=True)
+    pr = resolve_profile(ordered, LEAF, cat)
+    assert pr.outcome is ProfileOutcome.ACCOUNT
+    assert pr.winner == first
+    tied = [c for c in pr.candidates if c.status is CandidateStatus.TIED]
+    assert [c.association for c in tied] == [second]
+    assert "tried in turn after #10" in tied[0].reason
+
+    assert resolve_profile(P, LEAF, cat).outcome is ProfileOutcome.CONFLICT

@@ -405,7 +405,7 @@ def test_winner_not_distributed_does_not_run_and_explain_names_the_fix(world: Wo
     steps = "\n".join(doc["steps"])
     assert f"distribution: more secure, and {S1} is NOT approved" in steps
     assert "credentials not found: an account specified in the Run As profile T.P" in steps
-    assert f"'runas distribution set 'A' --more-secure --computer {S1} …'" in steps
+    assert f'runas distribution set "A" --more-secure --add {S1}' in steps
     assert "DOES NOT RUN (credentials not found)" in world.explain_text(LEAF, workflow="T.W.Base")
     problems = {(p["workflow"], p["object"]): p for p in world.config(S1)["problems"]}
     assert problems[("T.W.Base", LEAF)]["detail"] == (

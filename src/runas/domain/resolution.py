@@ -306,13 +306,21 @@ def resolve_profile(profile: ProfileDef, obj: ObjectRecord, catalog: Catalog) ->
         )
         return ProfileResolution(profile, obj, candidates, ProfileOutcome.NO_CANDIDATE, None)
 
-    # Stable order: best rank first, then association id, so explain output is reproducible.
-    covering.sort(key=lambda item: (tuple(-r for r in item[2]), item[0].id))
+    # Stable order: best rank first, then (ordered profiles) position, then association id,
+    # so explain output is reproducible.
+    def order(item: tuple[Association, str, Rank]) -> tuple[int, ...]:
+        assoc, _, rank = item
+        position = assoc.position if profile.ordered and assoc.position is not None else 0
+        return (*(-r for r in rank), position, assoc.id)
+
+    covering.sort(key=order)
     top = covering[0][2]
     winner = covering[0][0]
     at_top = [a for a, _, r in covering if r == top]
     accounts_at_top = {a.account_id for a in at_top}
-    conflict = len(accounts_at_top) > 1
+    # An ordered profile's accounts are a list tried in turn (site accounts such as client
+    # push): several at the top rank are its order, not a conflict.
+    conflict = len(accounts_at_top) > 1 and not profile.ordered
 
     out: list[Candidate] = []
     for assoc, why, rank in covering:
@@ -322,8 +330,13 @@ def resolve_profile(profile: ProfileDef, obj: ObjectRecord, catalog: Catalog) ->
                 reason = "same rank as another association with a different account"
             elif assoc is winner:
                 status, reason = CandidateStatus.WINNER, ""
-            else:
+            elif assoc.account_id == winner.account_id:
                 status, reason = CandidateStatus.TIED, "same rank and same account as the winner"
+            else:
+                status = CandidateStatus.TIED
+                reason = (
+                    f"ordered profile: tried in turn after #{winner.id} ({winner.account_name})"
+                )
         else:
             status, reason = CandidateStatus.LOST, why_lost(assoc, rank, winner, top)
         out.append(Candidate(assoc, True, why, rank, status, reason))
@@ -357,7 +370,7 @@ def _not_distributed_fix(acc: AccountInfo, profile_id: str, obj: ObjectRecord, c
     return (
         f"credentials not found: an account specified in the Run As profile {profile_id} cannot "
         f"be resolved on {c} (account {acc.name}, object {obj.full_name}); fix: "
-        f"'runas distribution set {acc.name!r} --more-secure --computer {c} …' "
+        f'runas distribution set "{acc.name}" --more-secure --add {c}, '
         "or narrow the association"
     )
 
