@@ -104,7 +104,7 @@ def set_distribution(
     wanted -= set(remove or ())
     new = wanted - current
     if new:
-        known = lookup.computer_names(s)
+        known = lookup.known_computers(s, new)
         unknown = sorted(new - known)
         if unknown:
             raise NotFound(

@@ -88,8 +88,20 @@ def computer(session: Session, name: str) -> ObjectRow:
     return row
 
 
-def computer_names(session: Session) -> set[str]:
-    return set(session.scalars(select(ObjectRow.computer_name).where(ObjectRow.host_id.is_(None))))
+def known_computers(session: Session, names: set[str]) -> set[str]:
+    """Those of ``names`` that are discovered computers."""
+    found: set[str] = set()
+    ordered = sorted(names)
+    for start in range(0, len(ordered), 500):
+        found.update(
+            session.scalars(
+                select(ObjectRow.computer_name).where(
+                    ObjectRow.host_id.is_(None),
+                    ObjectRow.computer_name.in_(ordered[start : start + 500]),
+                )
+            )
+        )
+    return found
 
 
 def setting(session: Session, key: str, default: Any = None) -> Any:
