@@ -7,8 +7,10 @@
 Full scale (``--scale 1.0``): 100,000 computers and 1,000,000 objects *including* the
 computers (each computer hosts exactly 9 objects), of 20 classes three levels deep; 2,000
 groups; 500 profiles (+ the Default Action Account) used by about 2,250 workflows, plus 500
-workflows without a profile; 10,000 accounts; 50,000 associations;
-500,000 distribution entries. Deterministic for a given ``--seed``. The schema comes from the
+workflows without a profile; 10,000 accounts; 50,000 associations (every target kind: a
+few hundred broad class/all ones, then groups and objects); 500,000 distribution entries.
+The outcome mix is that of a management group that mostly resolves (see ``accounts``,
+``associations``, ``distribution``). Deterministic for a given ``--seed``. The schema comes from the
 real migrations; rows go in with Core ``insert()`` executemany in large batches. No secret is
 written: ``secret_versions`` stays empty (resolution never reads it).
 """
@@ -108,6 +110,9 @@ ACCOUNT_TYPES = (
     ("unix-monitoring", 10),
     ("unix-maintenance", 5),
 )
+#: Baseline accounts that are more secure (approved on 30 of the 50 sites): the source of the
+#: few per cent of "credentials not found".
+BASELINE_MORE_SECURE = 5
 #: The group bench/resolution.py associates to measure one change.
 LARGE_GROUP = "Bench.Group.Rack7"
 #: The profile it associates: its workflows target every hosted application.
@@ -147,6 +152,8 @@ class Generator:
         self.n_assocs = max(50, int(50_000 * scale))
         self.n_distribution = max(100, int(500_000 * scale))
         self.computers: list[str] = []
+        #: class of each computer (by computer index), for the action accounts' distribution
+        self.computer_class: list[str] = []
         self.by_class: dict[str, list[int]] = {}
         self.full_names: list[str] = [""]  # object ids start at 1
         self.object_computer: list[int] = [0]
@@ -200,6 +207,7 @@ class Generator:
             )
             name = f"host{i:06d}.corp{i % 5}.example"
             self.computers.append(name)
+            self.computer_class.append(cls)
             site = f"site{i % SITES:02d}"
             env = rng.choice(ENVS)
             oid += 1
@@ -254,6 +262,8 @@ class Generator:
         concrete = [c for c, _, abstract in CLASSES if not abstract]
         every = [c for c, _, _ in CLASSES]
         self.group_class: dict[str, str] = {}
+        #: the site of a rule group's "site = S" condition (its associations use S's account)
+        self.group_site: dict[str, int] = {}
         for g in range(self.n_groups):
             gid = LARGE_GROUP if g == 0 else f"Bench.Group.{g:04d}"
             rules: list[dict[str, Any]] = []
@@ -263,7 +273,9 @@ class Generator:
                 self.group_class[gid] = "Bench.App"
             elif g % 2 == 0:
                 cls = rng.choice(every)
-                conds = [_eq("site", f"site{rng.randrange(SITES):02d}")]
+                site = rng.randrange(SITES)
+                self.group_site[gid] = site
+                conds = [_eq("site", f"site{site:02d}")]
                 if rng.random() < 0.5:
                     conds.append(_eq("env", rng.choice(ENVS)))
                 if rng.random() < 0.2:
@@ -307,6 +319,7 @@ class Generator:
         concrete = [c for c, _, abstract in CLASSES if not abstract and "Computer" not in c]
         abstract = ["Bench.Database", "Bench.WebSite", "Bench.Service", "Bench.Disk"]
         self.profile_target: dict[str, str] = {}
+        self.profile_fallback: dict[str, bool] = {}
         base = {
             **{"pack_id": PACK, "description": "", "accessibility": "public"},
             **{"allowed_types": [], "ordered": False, "max_accounts": None, "row_version": 1},
@@ -321,12 +334,13 @@ class Generator:
             pid = f"Bench.Profile.{p:03d}"
             target = rng.choice(abstract if rng.random() < 0.2 else concrete)
             self.profile_target[pid] = target
+            self.profile_fallback[pid] = rng.random() >= 0.1
             yield {
                 **base,
                 "id": pid,
                 "display_name": pid,
                 "context_class": target,
-                "fallback": rng.random() >= 0.1,
+                "fallback": self.profile_fallback[pid],
             }
 
     def workflows(self) -> Iterator[dict[str, Any]]:
@@ -345,14 +359,44 @@ class Generator:
     # -- accounts, distribution, associations ----------------------------------------------
 
     def accounts(self) -> Iterator[dict[str, Any]]:
+        """Accounts by role, as a management group that mostly resolves has them.
+
+        The counts of the issue (500,000 distribution entries for 100,000 computers: five per
+        computer) leave no room to approve every broad account on every computer it serves, so
+        the broad accounts are less secure, as many real management groups do it:
+
+        * *baseline* accounts (150): the one account a profile's class/all association names;
+          less secure, except ``BASELINE_MORE_SECURE`` approved on 30 of the 50 sites;
+        * *site* accounts (one per site): named by the site groups' associations, approved on
+          97 % of their site's computers (new computers not yet approved);
+        * *action* accounts of the Default Action Account: the class ones approved on every
+          computer of their class, the group ones less secure;
+        * every other account is *specific* (object associations), one in ten less secure.
+        """
         rng = self.rng
         types = weighted(rng, ACCOUNT_TYPES, self.n_accounts)
         self.account_type = types
-        self.less_secure = set()
+        action = [i for i, t in enumerate(types, 1) if t == "action"]
+        other = [i for i, t in enumerate(types, 1) if t != "action"]
+        rng.shuffle(other)
+        n_baseline = min(150, len(other) // 4)
+        self.baseline = other[:n_baseline]
+        self.site_account = other[n_baseline : n_baseline + SITES]
+        self.specific = other[n_baseline + SITES :]
+        self.daa_class_account = {
+            "Bench.Windows.Server": rng.choice(action),
+            "Bench.Linux.Computer": rng.choice(action),
+        }
+        self.daa_group_accounts = rng.sample(action, min(5, len(action)))
+        self.baseline_approved_sites = {
+            a: set(rng.sample(range(SITES), 30))
+            for a in self.baseline[: min(BASELINE_MORE_SECURE, n_baseline)]
+        }
+        self.less_secure = set(self.daa_group_accounts)
+        self.less_secure |= {a for a in self.baseline if a not in self.baseline_approved_sites}
+        self.less_secure |= {a for a in self.specific if rng.random() < 0.1}
         for i, t in enumerate(types, 1):
-            less = t != "action" and rng.random() < 0.1
-            if less:
-                self.less_secure.add(i)
+            less = i in self.less_secure
             yield {
                 "id": i,
                 "name": f"bench-{t}-{i:05d}",
@@ -370,13 +414,16 @@ class Generator:
             }
 
     def associations(self) -> Iterator[dict[str, Any]]:
-        """Every target kind, one in twenty enforced. Each profile draws its accounts from a
-        small pool of its own (so same-rank conflicts happen, but rarely), targets groups of
-        its own class four times in five, and objects of its own classes."""
+        """Every target kind, one in twenty enforced, shaped like a management group that
+        mostly resolves: three profiles in four have one broad association (their class, or
+        all targeted objects) with a baseline account, one in ten narrows a derived class to
+        another baseline account, one in twenty-five is misconfigured with a second account at the
+        same rank (a conflict on all its objects). The many narrow associations follow: group
+        targets (40 %) with the site account of the group's site (a list group: the profile's
+        baseline account), object targets (60 %) with one of the profile's own accounts.
+        """
         rng = self.rng
         profiles = [p for p in self.profile_target if p != FLEET_PROFILE]
-        action_accounts = [i for i, t in enumerate(self.account_type, 1) if t == "action"]
-        other = [i for i, t in enumerate(self.account_type, 1) if t != "action"]
         groups_by_class: dict[str, list[str]] = {}
         for gid, cls in self.group_class.items():
             groups_by_class.setdefault(cls, []).append(gid)
@@ -405,53 +452,78 @@ class Generator:
                 "created_by": "bench",
             }
 
-        # The Default Action Account: action accounts for server classes and some sites.
-        for cls in ("Bench.Windows.Server", "Bench.Linux.Computer"):
-            row = emit(DEFAULT_ACTION_PROFILE, rng.choice(action_accounts), "class", cls)
-            if row:
-                yield row
-        server_groups = groups_by_class.get("Bench.Windows.Computer") or all_groups
-        for g in rng.sample(server_groups, min(5, len(server_groups))):
-            row = emit(DEFAULT_ACTION_PROFILE, rng.choice(action_accounts), "group", g)
-            if row:
-                yield row
+        def rows() -> Iterator[dict[str, Any] | None]:
+            # The Default Action Account: action accounts for server classes and some groups.
+            for cls, account in self.daa_class_account.items():
+                yield emit(DEFAULT_ACTION_PROFILE, account, "class", cls)
+            server_groups = groups_by_class.get("Bench.Windows.Computer") or all_groups
+            for g in rng.sample(server_groups, min(5, len(server_groups))):
+                yield emit(DEFAULT_ACTION_PROFILE, rng.choice(self.daa_group_accounts), "group", g)
 
-        pools = {p: rng.sample(other, rng.randint(3, 12)) for p in profiles}
-        while n < self.n_assocs:
-            pid = rng.choice(profiles)
-            target_cls = self.profile_target[pid]
-            classes = sorted(descendants[target_cls])
-            account = rng.choice(pools[pid])
-            roll = rng.random()
-            if roll < 0.02:
-                row = emit(pid, account, "all", "")
-            elif roll < 0.17:
-                row = emit(pid, account, "class", rng.choice(classes))
-            elif roll < 0.50:
-                near = [g for c in classes for g in groups_by_class.get(c, ())]
-                pick = near if near and rng.random() < 0.8 else all_groups
-                row = emit(pid, account, "group", rng.choice(pick))
-            else:
-                pool = self.by_class.get(rng.choice(classes))
-                if not pool:
-                    continue
-                oid = rng.choice(pool)
-                row = emit(pid, account, "object", self.full_names[oid])
-                if row:
-                    self.object_assoc_targets.append((account, self.object_computer[oid]))
+            primary = {p: rng.choice(self.baseline) for p in profiles}
+            for pid in profiles:
+                target_cls = self.profile_target[pid]
+                # A profile that cannot fall back is always associated (or nothing would run).
+                if not self.profile_fallback[pid] or rng.random() < 0.75:
+                    kind, target = ("all", "") if rng.random() < 0.2 else ("class", target_cls)
+                    yield emit(pid, primary[pid], kind, target)
+                    if rng.random() < 0.04:
+                        yield emit(pid, rng.choice(self.baseline), kind, target)
+                derived = sorted(descendants[target_cls] - {target_cls})
+                if derived and rng.random() < 0.1:
+                    yield emit(pid, rng.choice(self.baseline), "class", rng.choice(derived))
+
+            pools = {p: rng.sample(self.specific, rng.randint(3, 12)) for p in profiles}
+            while n < self.n_assocs:
+                pid = rng.choice(profiles)
+                classes = sorted(descendants[self.profile_target[pid]])
+                if rng.random() < 0.4:
+                    near = [g for c in classes for g in groups_by_class.get(c, ())]
+                    g = rng.choice(near if near and rng.random() < 0.8 else all_groups)
+                    site = self.group_site.get(g)
+                    account = primary[pid] if site is None else self.site_account[site]
+                    yield emit(pid, account, "group", g)
+                else:
+                    pool = self.by_class.get(rng.choice(classes))
+                    if not pool:
+                        continue
+                    oid = rng.choice(pool)
+                    account = rng.choice(pools[pid])
+                    row = emit(pid, account, "object", self.full_names[oid])
+                    if row:
+                        self.object_assoc_targets.append((account, self.object_computer[oid]))
+                    yield row
+
+        for row in rows():
             if row:
                 yield row
 
     def distribution(self) -> Iterator[dict[str, Any]]:
-        """Nine in ten object associations have their account approved on the object's
-        computer (what "suggested computers" proposes); the rest of the entries approve
-        accounts on runs of neighbouring computers (a site, a cluster)."""
+        """Approvals follow use (what "suggested computers" proposes), with some left out:
+
+        * the action accounts of server/Linux computers on every computer of their class;
+        * each site account on 95 % of its site's computers;
+        * the more-secure baseline accounts on every computer of their 30 sites;
+        * nine in ten object associations' accounts on the object's computer;
+        * the rest of the entries approve specific accounts on runs of neighbouring computers
+          (a site, a cluster), up to the issue's count.
+        """
         rng = self.rng
         seen: set[tuple[int, int]] = set()
+        for c, cls in enumerate(self.computer_class):
+            account = self.daa_class_account.get(cls)
+            if account is not None:
+                seen.add((account, c))
+            site = c % SITES
+            if rng.random() < 0.95:
+                seen.add((self.site_account[site], c))
+            for account, sites in self.baseline_approved_sites.items():
+                if site in sites:
+                    seen.add((account, c))
         for account, comp in self.object_assoc_targets:
             if account not in self.less_secure and rng.random() < 0.9:
                 seen.add((account, comp))
-        more_secure = [i for i in range(1, self.n_accounts + 1) if i not in self.less_secure]
+        more_secure = [a for a in self.specific if a not in self.less_secure]
         while len(seen) < self.n_distribution:
             account = rng.choice(more_secure)
             start = rng.randrange(self.n_computers)

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runas.domain.accounts import AccountType, DistributionMode
-from runas.domain.bulk import ResolutionIndex
+from runas.domain.bulk import ComputerState, ResolutionIndex
 from runas.domain.classes import ClassHierarchy
 from runas.domain.groups import GroupCatalog
 from runas.domain.model import (
@@ -114,14 +114,18 @@ def associations(draw: st.DrawFn, world: World, ident: int) -> Association:
     elif kind is TargetKind.OBJECT:
         target = draw(st.sampled_from([o.full_name for o in world.objects] + [GONE]))
     account = draw(st.sampled_from(world.accounts))
+    profile = draw(st.sampled_from(world.profiles))
     return Association(
         id=ident,
-        profile=draw(st.sampled_from([p.id for p in world.profiles])),
+        profile=profile.id,
         account_id=account.id,
         account_name=account.name,
         target_kind=kind,
         target=target,
         enforced=draw(st.booleans()),
+        # Ordered profiles: one position per account (the service keeps it so), numbered
+        # against the account ids so that "first in turn" is not "lowest id".
+        position=(100 - account.id) if profile.ordered else None,
     )
 
 
@@ -166,7 +170,7 @@ def worlds(draw: st.DrawFn) -> World:
         for gid in group_ids
     ]
     profiles = [
-        ProfileDef(f"P{i}", f"P{i}", fallback=draw(st.booleans()))
+        ProfileDef(f"P{i}", f"P{i}", fallback=draw(st.booleans()), ordered=draw(st.booleans()))
         for i in range(draw(st.integers(1, 2)))
     ]
     if draw(st.booleans()):
@@ -223,6 +227,33 @@ def states(index: ResolutionIndex) -> dict[str, str]:
     return {c: index.computer_state(c).digest for c in index.computers()}
 
 
+def listing(state: ComputerState) -> tuple[object, ...]:
+    """Everything an agent receives, decoded."""
+    return (
+        state.computer,
+        state.action,
+        state.accounts,
+        state.bindings,
+        state.conflicts,
+        state.unresolved,
+        state.not_distributed,
+        state.digest,
+    )
+
+
+def apply_random_change(
+    world: World, index: ResolutionIndex, data: st.DataObject, n: int
+) -> set[str]:
+    """Add or remove a random association, in the index and in the world."""
+    if world.associations and data.draw(st.booleans(), label="remove"):
+        gone = data.draw(st.sampled_from(world.associations), label="removed")
+        world.associations = [a for a in world.associations if a.id != gone.id]
+        return index.remove_association(gone.id)
+    added = data.draw(associations(world, 1000 + n), label="added")
+    world.associations = [*world.associations, added]
+    return index.add_association(added)
+
+
 FAST = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -250,14 +281,7 @@ def test_an_association_change_equals_a_rebuild(world: World, data: st.DataObjec
     index = world.index()
     before = states(index)
     epochs = {c: index.epoch(c) for c in index.computers()}
-    if world.associations and data.draw(st.booleans(), label="remove"):
-        gone = data.draw(st.sampled_from(world.associations), label="removed")
-        changed = index.remove_association(gone.id)
-        world.associations = [a for a in world.associations if a.id != gone.id]
-    else:
-        added = data.draw(associations(world, 1000), label="added")
-        changed = index.add_association(added)
-        world.associations = [*world.associations, added]
+    changed = apply_random_change(world, index, data, 0)
 
     rebuilt = world.index()
     assert_matches_contract(world, index)
@@ -266,6 +290,31 @@ def test_an_association_change_equals_a_rebuild(world: World, data: st.DataObjec
     assert changed == {c for c in before if before[c] != after[c]}
     for c in index.computers():
         assert index.epoch(c) == epochs[c] + (1 if c in changed else 0)
+
+
+@FAST
+@given(worlds(), st.data())
+def test_patched_states_equal_states_built_from_scratch(world: World, data: st.DataObject) -> None:
+    """Cached states are patched entry by entry through a series of changes; each one, and
+    each state built lazily afterwards, equals the state of an index built from scratch."""
+    index = world.index()
+    computers = index.computers()
+    cached = data.draw(st.lists(st.sampled_from(computers), unique=True), label="materialised")
+    held = {c: index.computer_state(c) for c in cached}
+    frozen = {c: listing(s) for c, s in held.items()}
+    epochs = {c: index.epoch(c) for c in computers}
+    moved: set[str] = set()
+    for n in range(data.draw(st.integers(1, 4), label="changes")):
+        moved |= apply_random_change(world, index, data, n)
+        assert index.materialised() == len(cached)  # changes patch, they never build states
+    rebuilt = world.index()
+    for c in computers:
+        patched, fresh = index.computer_state(c), rebuilt.computer_state(c)
+        assert patched == fresh, c
+        assert listing(patched) == listing(fresh), c
+        assert (index.epoch(c) > epochs[c]) == (c in moved)
+    # States are snapshots: one held before the changes still says what it said.
+    assert {c: listing(s) for c, s in held.items()} == frozen
 
 
 @FAST
@@ -345,3 +394,37 @@ def test_an_enforced_class_association_outranks_object_targets_and_gives_way_whe
     assert index.outcome("Sql", 2) == (Outcome.ACCOUNT, 2)
     assert index.remove_association(3) == {"abc"}
     assert index.outcome("Sql", 2) == (Outcome.ACCOUNT, 1)
+
+
+def test_the_digest_format_is_frozen() -> None:
+    """A known answer: digests must not move between runs, processes or releases (agents
+    compare them), and a change of the hash behind them must be deliberate (a new prefix)."""
+    index = small_world().index()
+    index.set_distribution(1, DistributionMode.MORE_SECURE, ["abc"])
+    assert index.computer_state("abc").digest == "s1:1c4030ba4bdf03a9"
+
+
+def test_a_state_is_patched_when_the_action_account_changes() -> None:
+    """Pairs that fall back to the action account move with it (conflict, not distributed)."""
+    world = small_world()
+    world.profiles = [replace(world.profiles[0], fallback=True)]
+    world.profiles.append(ProfileDef(DEFAULT_ACTION_PROFILE, "Default Action Account"))
+    world.associations = []
+    index = world.index()
+    before = index.computer_state("abc")
+    assert before.bindings == ()
+    assert before.conflicts == ()
+    daa = [
+        Association(7, DEFAULT_ACTION_PROFILE, 1, "sa1", TargetKind.ALL, None),
+        Association(8, DEFAULT_ACTION_PROFILE, 2, "sa2", TargetKind.ALL, None),
+    ]
+    assert index.add_association(daa[0]) == {"abc"}
+    state = index.computer_state("abc")
+    assert state.action == (Outcome.NOT_DISTRIBUTED, 1)
+    assert state.not_distributed == (("Sql", 2, 1), ("Sql", 3, 1))
+    assert index.add_association(daa[1]) == {"abc"}
+    state = index.computer_state("abc")
+    assert state.conflicts == (("Sql", 2), ("Sql", 3))
+    assert state.not_distributed == ()
+    world.associations = daa
+    assert listing(state) == listing(world.index().computer_state("abc"))
