@@ -258,12 +258,7 @@ def associate(uow: UnitOfWork, req: AssociateRequest) -> AssociationView:
                 f"profile {profile.id} takes at most {profile.max_accounts} account(s) and has "
                 f"{len(accounts)}"
             )
-    position = req.position
-    if profile.ordered and position is None:
-        last = s.scalar(
-            select(func.max(AssociationRow.position)).where(AssociationRow.profile_id == profile.id)
-        )
-        position = (last or 0) + 1
+    position = _position(s, profile, account.id, account.name, req.position)
     row = AssociationRow(
         profile_id=profile.id,
         account_id=account.id,
@@ -278,6 +273,40 @@ def associate(uow: UnitOfWork, req: AssociateRequest) -> AssociationView:
     lookup.bump_epoch(s)
     s.flush()
     return _association_view(s, row, account.name, account.type)
+
+
+def _position(
+    s: Session, profile: ProfileDef, account_id: int, account_name: str, wanted: int | None
+) -> int | None:
+    """An ordered profile's accounts form one list: each account has one position (shared by
+    all its associations with the profile) and no two accounts share one."""
+    if not profile.ordered:
+        if wanted is not None:
+            raise InvalidInput(f"profile {profile.id} is not ordered: --position does not apply")
+        return None
+    taken = {
+        acc: pos
+        for acc, pos in s.execute(
+            select(AssociationRow.account_id, AssociationRow.position).where(
+                AssociationRow.profile_id == profile.id
+            )
+        ).all()
+        if pos is not None
+    }
+    if account_id in taken:
+        if wanted is not None and wanted != taken[account_id]:
+            raise InvalidInput(
+                f"{account_name!r} is already number {taken[account_id]} in {profile.id}'s "
+                "order; an account keeps one position"
+            )
+        return taken[account_id]
+    if wanted is None:
+        return max(taken.values(), default=0) + 1
+    holder = next((acc for acc, pos in taken.items() if pos == wanted), None)
+    if holder is not None:
+        name = s.scalar(select(AccountRow.name).where(AccountRow.id == holder))
+        raise InvalidInput(f"position {wanted} in {profile.id} is taken by {name!r}")
+    return wanted
 
 
 def dissociate(uow: UnitOfWork, req: DissociateRequest) -> list[int]:
