@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, text
 
-from runas.storage.database import Database
 from support.cli import Cli
+from support.db import every_row
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PROFILE = "Contoso.SQL.MonitoringProfile"
@@ -288,16 +287,9 @@ CASES = [
 
 def snapshot(cli: Cli) -> dict[str, object]:
     """Every row of every table, in a stable order, and the keyring file's bytes."""
-    db = Database(cli.db_url)
-    state: dict[str, object] = {}
-    try:
-        with db.engine.connect() as conn:
-            for table in sorted(inspect(conn).get_table_names()):
-                query = text(f'SELECT * FROM "{table}"')  # noqa: S608 - names from the inspector
-                rows = conn.execute(query).all()
-                state[table] = sorted(repr(tuple(r)) for r in rows)
-    finally:
-        db.dispose()
+    state: dict[str, object] = {
+        table: sorted(repr(row) for row in rows) for table, rows in every_row(cli.db_url).items()
+    }
     state["keyring.json"] = (cli.data_dir / "keyring.json").read_bytes()
     return state
 

@@ -20,10 +20,10 @@ import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 
-from sqlalchemy import inspect, make_url, text
+from sqlalchemy import make_url
 
-from runas.storage.database import Database
 from support.cli import Cli
+from support.db import every_row
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INSTANCE_A = "Contoso.SQL.Instance:a.contoso.com;MSSQLSERVER"
@@ -102,21 +102,15 @@ def _leaks(forms: Iterable[bytes], haystack: bytes) -> list[bytes]:
 
 def _table_dump(db_url: str) -> bytes:
     """Every row of every table (alembic's included), values rendered as text or raw bytes."""
-    db = Database(db_url)
     parts: list[bytes] = []
-    try:
-        with db.engine.connect() as conn:
-            for table in inspect(conn).get_table_names():
-                query = text(f'SELECT * FROM "{table}"')  # noqa: S608 - names from the inspector
-                for row in conn.execute(query):
-                    for value in row:
-                        if isinstance(value, bytes | bytearray | memoryview):
-                            parts.append(bytes(value))
-                        else:
-                            parts.append(str(value).encode())
-                            parts.append(repr(value).encode())
-    finally:
-        db.dispose()
+    for rows in every_row(db_url).values():
+        for row in rows:
+            for value in row:
+                if isinstance(value, bytes | bytearray | memoryview):
+                    parts.append(bytes(value))
+                else:
+                    parts.append(str(value).encode())
+                    parts.append(repr(value).encode())
     return b"\n".join(parts)
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
+from pydantic import SecretStr
 
 from runas.cli import output
 from runas.cli.secrets import needed_secrets, read_secrets
@@ -34,6 +35,14 @@ SecretFileOpt = Annotated[
 ]
 # Secrets are never flag values. These hidden options exist to say so clearly.
 RefusedOpt = Annotated[str | None, typer.Option(hidden=True)]
+# Public fields, the same for add and update.
+DomainOpt = Annotated[str | None, typer.Option(help="Domain (FQDN form).")]
+UserOpt = Annotated[str | None, typer.Option(help="User name.")]
+ExpiresOpt = Annotated[str | None, typer.Option(help="Expiry date, YYYY-MM-DD.")]
+ElevationOpt = Annotated[str | None, typer.Option(help="UNIX: none, sudo, su, privileged.")]
+ContextOpt = Annotated[str | None, typer.Option(help="SNMPv3 context.")]
+AuthProtocolOpt = Annotated[str | None, typer.Option(help="SNMPv3: MD5, SHA, SHA-256…")]
+PrivProtocolOpt = Annotated[str | None, typer.Option(help="SNMPv3: DES, AES, AES-256…")]
 
 
 def _refuse_secret_flags(**given: str | None) -> None:
@@ -73,6 +82,24 @@ def _public(
         "elevation": elevation,
     }
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _secrets(
+    atype: AccountType,
+    public: dict[str, str | None],
+    stdin: bool,
+    stdin_json: bool,
+    secret_file: list[str] | None,
+) -> dict[str, SecretStr]:
+    """Secrets from the channels given; the prompt asks for the rest on a terminal."""
+    return read_secrets(
+        atype,
+        stdin=stdin,
+        stdin_json=stdin_json,
+        files=secret_file or [],
+        needed=needed_secrets(atype, public),
+        interactive=sys.stdin.isatty() and not (stdin or stdin_json),
+    )
 
 
 def render(view: AccountView) -> None:
@@ -118,14 +145,14 @@ def add(
     account_type: Annotated[
         str, typer.Option("--type", "-t", help="windows, action, basic, digest, simple, …")
     ],
-    domain: Annotated[str | None, typer.Option(help="Domain (FQDN form).")] = None,
-    user: Annotated[str | None, typer.Option(help="User name.")] = None,
+    domain: DomainOpt = None,
+    user: UserOpt = None,
     description: Annotated[str, typer.Option(help="What the account is for.")] = "",
-    expires: Annotated[str | None, typer.Option(help="Expiry date, YYYY-MM-DD.")] = None,
-    elevation: Annotated[str | None, typer.Option(help="UNIX: none, sudo, su, privileged.")] = None,
-    context: Annotated[str | None, typer.Option(help="SNMPv3 context.")] = None,
-    auth_protocol: Annotated[str | None, typer.Option(help="SNMPv3: MD5, SHA, SHA-256…")] = None,
-    priv_protocol: Annotated[str | None, typer.Option(help="SNMPv3: DES, AES, AES-256…")] = None,
+    expires: ExpiresOpt = None,
+    elevation: ElevationOpt = None,
+    context: ContextOpt = None,
+    auth_protocol: AuthProtocolOpt = None,
+    priv_protocol: PrivProtocolOpt = None,
     stdin: StdinOpt = False,
     stdin_json: StdinJsonOpt = False,
     secret_file: SecretFileOpt = None,
@@ -138,14 +165,7 @@ def add(
     _refuse_secret_flags(password=password, community=community, secret=secret)
     atype = parse_account_type(account_type)
     public = _public(domain, user, context, auth_protocol, priv_protocol, elevation)
-    secrets = read_secrets(
-        atype,
-        stdin=stdin,
-        stdin_json=stdin_json,
-        files=secret_file or [],
-        needed=needed_secrets(atype, public),
-        interactive=sys.stdin.isatty() and not (stdin or stdin_json),
-    )
+    secrets = _secrets(atype, public, stdin, stdin_json, secret_file)
     req = AccountCreate(
         name=name,
         type=atype.value,
@@ -207,15 +227,15 @@ def show(ctx: typer.Context, account: str, as_json: JsonOpt = False) -> None:
 def update(
     ctx: typer.Context,
     account: str,
-    domain: Annotated[str | None, typer.Option()] = None,
-    user: Annotated[str | None, typer.Option()] = None,
-    description: Annotated[str | None, typer.Option()] = None,
-    expires: Annotated[str | None, typer.Option(help="Expiry date, YYYY-MM-DD.")] = None,
+    domain: DomainOpt = None,
+    user: UserOpt = None,
+    description: Annotated[str | None, typer.Option(help="What the account is for.")] = None,
+    expires: ExpiresOpt = None,
     no_expiry: Annotated[bool, typer.Option("--no-expiry", help="Remove the expiry date.")] = False,
-    elevation: Annotated[str | None, typer.Option()] = None,
-    context: Annotated[str | None, typer.Option()] = None,
-    auth_protocol: Annotated[str | None, typer.Option()] = None,
-    priv_protocol: Annotated[str | None, typer.Option()] = None,
+    elevation: ElevationOpt = None,
+    context: ContextOpt = None,
+    auth_protocol: AuthProtocolOpt = None,
+    priv_protocol: PrivProtocolOpt = None,
     rename: Annotated[str | None, typer.Option(help="New account name.")] = None,
     new_secret: Annotated[
         bool,
@@ -240,14 +260,7 @@ def update(
     secrets = None
     if new_secret or stdin or stdin_json or secret_file:
         merged = {**current.fields, **public}
-        secrets = read_secrets(
-            atype,
-            stdin=stdin,
-            stdin_json=stdin_json,
-            files=secret_file or [],
-            needed=needed_secrets(atype, merged),
-            interactive=sys.stdin.isatty() and not (stdin or stdin_json),
-        )
+        secrets = _secrets(atype, merged, stdin, stdin_json, secret_file)
     if no_expiry and expires:
         raise InvalidInput("use --expires or --no-expiry, not both")
     req = AccountUpdate(
