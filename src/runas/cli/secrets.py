@@ -95,9 +95,10 @@ def read_secrets(
         spec = _spec(account_type, name)
         if spec.kind == "bytes" or not interactive:
             continue  # validation names what is missing and how to give it
-        out[name] = typer.prompt(
-            f"{spec.help.capitalize()} ({name})", hide_input=True, confirmation_prompt=True
-        )
+        label = spec.help[:1].upper() + spec.help[1:]
+        if spec.help.lower() != name.replace("_", " "):
+            label += f" ({name})"
+        out[name] = typer.prompt(label, hide_input=True, confirmation_prompt=True)
     return {k: SecretStr(v) for k, v in out.items()}
 
 
