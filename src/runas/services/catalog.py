@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from runas.domain.classes import ClassHierarchy
 from runas.domain.groups import GroupCatalog
-from runas.domain.model import DEFAULT_ACTION_PROFILE, Association, ObjectRecord
+from runas.domain.model import DEFAULT_ACTION_PROFILE, Association, ObjectRecord, TargetKind
 from runas.domain.resolution import AccountInfo, Catalog
 from runas.services import convert
 from runas.storage.tables import (
@@ -61,17 +61,36 @@ def hierarchy(session: Session) -> ClassHierarchy:
     return ClassHierarchy(convert.class_def(r) for r in session.scalars(select(ClassRow)))
 
 
-def group_catalog(session: Session, h: ClassHierarchy) -> GroupCatalog:
-    return GroupCatalog((convert.group_def(r) for r in session.scalars(select(GroupRow))), h)
+def group_catalog(
+    session: Session, h: ClassHierarchy, wanted: Iterable[str] | None = None
+) -> GroupCatalog:
+    """Every group, or only ``wanted`` and the groups nested in them (what resolution of a
+    few profiles can reach)."""
+    if wanted is None:
+        rows = list(session.scalars(select(GroupRow)))
+    else:
+        rows = []
+        seen: set[str] = set()
+        frontier = set(wanted)
+        while frontier:
+            batch = sorted(frontier - seen)
+            seen |= frontier
+            found = list(session.scalars(select(GroupRow).where(GroupRow.id.in_(batch))))
+            rows.extend(found)
+            frontier = {nested for r in found for nested in r.includes} - seen
+    return GroupCatalog((convert.group_def(r) for r in rows), h)
 
 
-def targeted_classes(session: Session) -> dict[str, frozenset[str]]:
+def targeted_classes(
+    session: Session, profile_ids: Iterable[str] | None = None
+) -> dict[str, frozenset[str]]:
     out: dict[str, set[str]] = {}
-    for profile_id, target in session.execute(
-        select(WorkflowRow.profile_id, WorkflowRow.target_class).where(
-            WorkflowRow.profile_id.is_not(None)
-        )
-    ):
+    stmt = select(WorkflowRow.profile_id, WorkflowRow.target_class).where(
+        WorkflowRow.profile_id.is_not(None)
+    )
+    if profile_ids is not None:
+        stmt = stmt.where(WorkflowRow.profile_id.in_(sorted(profile_ids)))
+    for profile_id, target in session.execute(stmt):
         if profile_id is not None:
             out.setdefault(profile_id, set()).add(target)
     return {k: frozenset(v) for k, v in out.items()}
@@ -93,34 +112,58 @@ def associations_for(
     return out
 
 
-def account_infos(session: Session, account_ids: Iterable[int]) -> dict[int, AccountInfo]:
+def account_infos(
+    session: Session, account_ids: Iterable[int], computers: Iterable[str] | None = None
+) -> dict[int, AccountInfo]:
+    """Accounts with their approved computers — all of them, or only those of ``computers``
+    when the question is about a few (an action account may be approved on every computer
+    of a large management group; explain needs one row of that list, not all)."""
     ids = sorted(set(account_ids))
     if not ids:
         return {}
     approved: dict[int, set[str]] = {}
-    for account_id, computer in session.execute(
-        select(DistributionRow.account_id, DistributionRow.computer_name).where(
-            DistributionRow.account_id.in_(ids)
-        )
-    ):
+    stmt = select(DistributionRow.account_id, DistributionRow.computer_name).where(
+        DistributionRow.account_id.in_(ids)
+    )
+    if computers is not None:
+        stmt = stmt.where(DistributionRow.computer_name.in_(sorted(set(computers))))
+    for account_id, computer in session.execute(stmt):
         approved.setdefault(account_id, set()).add(computer)
     rows = session.scalars(select(AccountRow).where(AccountRow.id.in_(ids)))
     return {r.id: convert.account_info(r, frozenset(approved.get(r.id, ()))) for r in rows}
 
 
-def load(session: Session, profile_ids: Iterable[str] | None = None) -> Catalog:
-    """A catalog able to resolve the given profiles (all profiles when None)."""
+def load(
+    session: Session,
+    profile_ids: Iterable[str] | None = None,
+    *,
+    computers: Iterable[str] | None = None,
+) -> Catalog:
+    """A catalog able to resolve the given profiles (all profiles when None), for objects on
+    the given computers (any computer when None)."""
     h = hierarchy(session)
     wanted = None if profile_ids is None else {*profile_ids, DEFAULT_ACTION_PROFILE}
     assocs = associations_for(session, wanted)
-    accounts = account_infos(session, (a.account_id for lst in assocs.values() for a in lst))
-    profiles = {r.id: convert.profile_def(r) for r in session.scalars(select(ProfileRow))}
+    accounts = account_infos(
+        session, (a.account_id for lst in assocs.values() for a in lst), computers
+    )
+    stmt = select(ProfileRow)
+    groups: set[str] | None = None
+    if wanted is not None:
+        stmt = stmt.where(ProfileRow.id.in_(sorted(wanted)))
+        groups = {
+            a.target
+            for lst in assocs.values()
+            for a in lst
+            if a.target_kind is TargetKind.GROUP and a.target is not None
+        }
+    profiles = {r.id: convert.profile_def(r) for r in session.scalars(stmt)}
     return Catalog(
         hierarchy=h,
-        groups=group_catalog(session, h),
+        groups=group_catalog(session, h, groups),
         profiles=profiles,
         accounts=accounts,
         associations=assocs,
-        targeted_classes=targeted_classes(session),
+        targeted_classes=targeted_classes(session, wanted),
         computers=_Computers(session),
     )

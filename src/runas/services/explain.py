@@ -78,11 +78,13 @@ def explain(
     obj = convert.object_record(lookup.obj(session, obj_ref))
     if workflow is not None:
         w = convert.workflow_def(lookup.workflow(session, workflow))
-        cat = catalog_loader.load(session, [w.profile] if w.profile else [])
+        cat = catalog_loader.load(
+            session, [w.profile] if w.profile else [], computers=[obj.computer]
+        )
         return to_view(resolve_workflow(w, obj, cat))
     assert profile is not None
     p = convert.profile_def(lookup.profile(session, profile))
-    cat = catalog_loader.load(session, [p.id])
+    cat = catalog_loader.load(session, [p.id], computers=[obj.computer])
     return to_view(resolve_for_profile(p, obj, cat))
 
 
@@ -153,7 +155,9 @@ def computer_config(session: Session, computer: str) -> ComputerConfigView:
         )
     ]
     workflows = [convert.workflow_def(r) for r in session.scalars(select(WorkflowRow))]
-    cat = catalog_loader.load(session, {w.profile for w in workflows if w.profile})
+    cat = catalog_loader.load(
+        session, {w.profile for w in workflows if w.profile}, computers=[computer]
+    )
     entries: list[ConfigEntry] = []
     used: set[int] = set()
     for obj in objects:
