@@ -35,6 +35,8 @@ class UnitOfWork:
     session: Session
     actor: str
     now: datetime
+    #: where the request came from: "local" for the CLI on this host, else the client address
+    source: str
     _keyring: Callable[[], Keyring] = field(repr=False)
     _keyring_source: Callable[[], KeyringSource] = field(repr=False)
 
@@ -105,13 +107,18 @@ class Runtime:
         self._checked = True
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[UnitOfWork]:
+    def unit_of_work(
+        self, *, actor: str | None = None, source: str = "local"
+    ) -> Iterator[UnitOfWork]:
+        """One transaction. The server passes the authenticated user and the client address;
+        the CLI in local mode acts as the configured actor from "local"."""
         self.ensure_initialised()
         with self.database.session() as session:
             yield UnitOfWork(
                 session=session,
-                actor=self.actor,
+                actor=actor or self.actor,
                 now=self.clock(),
+                source=source,
                 _keyring=self.keyring,
                 _keyring_source=self.keyring_source,
             )

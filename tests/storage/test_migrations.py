@@ -16,16 +16,21 @@ from runas.storage.database import Database
 
 ALL_TABLES = {
     "accounts",
+    "api_tokens",
     "associations",
+    "audit_log",
     "classes",
     "discovery_claims",
     "distribution",
     "groups",
+    "login_failures",
     "mg_settings",
     "objects",
     "packs",
     "profiles",
+    "role_assignments",
     "secret_versions",
+    "users",
     "workflows",
 }
 

@@ -394,23 +394,134 @@ class AssociationRow(Base):
     account: Mapped[AccountRow] = relationship(back_populates="associations")
 
 
+# -- the management server (issue 3): users, tokens, roles, audit ---------------------------
+
+
+class UserRow(Base):
+    """A local user of the management group. ``password_hash`` is an argon2id PHC string."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(unique=True)
+    display_name: Mapped[str] = mapped_column(default="")
+    password_hash: Mapped[str] = mapped_column(String(512))
+    disabled: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+    row_version: Mapped[int] = mapped_column()
+
+    tokens: Mapped[list[ApiTokenRow]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+    roles: Mapped[list[RoleAssignmentRow]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+
+
+class ApiTokenRow(Base):
+    """A bearer token: a *session* token from ``runas login`` or a *personal* API token.
+    Only a SHA-256 of the token is stored (tokens are 256-bit random, so no slow hash is
+    needed to resist guessing); the token itself is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("kind IN ('session', 'personal')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[UserRow] = relationship(back_populates="tokens")
+
+
+class RoleAssignmentRow(Base):
+    """A role held by a user, optionally scoped to groups of objects and to tasks (empty lists:
+    no restriction). A user's rights are the union of their roles."""
+
+    __tablename__ = "role_assignments"
+    __table_args__ = (UniqueConstraint("user_id", "role"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(64))
+    scope_groups: Mapped[list[str]] = mapped_column(Json, default=list)
+    scope_tasks: Mapped[list[str]] = mapped_column(Json, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+
+    user: Mapped[UserRow] = relationship(back_populates="roles")
+
+
+class LoginFailureRow(Base):
+    """A failed login, kept a short while to rate-limit guessing across every server."""
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(String(128), default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class AuditRow(Base):
+    """One record of the tamper-evident audit trail.
+
+    ``seq`` numbers the chain from 1 with no gaps; ``hash`` is SHA-256 over the record's
+    canonical form including ``prev_hash``, the previous record's hash. The chain head (last
+    seq and hash) is also kept in ``mg_settings`` so that removing the newest records shows.
+    Records never hold a secret."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    actor: Mapped[str] = mapped_column(index=True)
+    source: Mapped[str] = mapped_column(String(128), default="")
+    #: ``source:subject:action`` tag, e.g. ``api:account:create``
+    action: Mapped[str] = mapped_column(String(128), index=True)
+    target: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH), default="", index=True)
+    #: ``success``, ``denied`` or ``failure``
+    outcome: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
 __all__ = [
     "FULL_NAME_LENGTH",
     "NAME_LENGTH",
     "NAMING_CONVENTION",
     "AccountRow",
+    "ApiTokenRow",
     "AssociationRow",
+    "AuditRow",
     "Base",
     "ClassRow",
     "DiscoveryClaimRow",
     "DistributionRow",
     "GroupRow",
+    "LoginFailureRow",
     "ObjectRow",
     "PackRow",
     "ProfileRow",
+    "RoleAssignmentRow",
     "SecretVersionRow",
     "SettingRow",
     "UTCDateTime",
+    "UserRow",
     "WorkflowRow",
     "metadata",
     "utcnow",
