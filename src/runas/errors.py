@@ -10,7 +10,11 @@
     │   └── InUse                   refused because something still depends on it
     ├── DecryptionError             one opaque error for every failure to decrypt (no oracle)
     ├── KeyringError                the keyring cannot be read or is unusable
-    └── ConfigurationError          settings or data directory are wrong
+    ├── ConfigurationError          settings or data directory are wrong
+    ├── Unauthenticated             no valid credentials (HTTP 401)
+    ├── Forbidden                   authenticated, but the role does not allow it (HTTP 403)
+    ├── TooManyRequests             rate limited, e.g. repeated failed logins (HTTP 429)
+    └── ServerError                 a problem the server reported without details (HTTP 5xx)
 
 Callers catch at the level they need; the CLI and the API each map this tree once
 (one line + exit code, RFC 9457 problem+json). Messages never contain a secret.
@@ -96,16 +100,60 @@ class ConfigurationError(RunAsError):
     status = 500
 
 
+class Unauthenticated(RunAsError):
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(RunAsError):
+    code = "forbidden"
+    status = 403
+
+
+class TooManyRequests(RunAsError):
+    code = "too-many-requests"
+    status = 429
+
+
+class ServerError(RunAsError):
+    code = "server-error"
+    status = 500
+
+
+def _all_subclasses(cls: type[RunAsError]) -> list[type[RunAsError]]:
+    out: list[type[RunAsError]] = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def error_for(code: str, message: str) -> RunAsError:
+    """Rebuild the error a server reported as problem+json (``code`` is the problem type's
+    last segment), so a remote CLI fails exactly like a local one."""
+    for cls in _all_subclasses(RunAsError):
+        if cls.code == code:
+            err = cls.__new__(cls)
+            RunAsError.__init__(err, message)
+            return err
+    return ServerError(message)
+
+
 __all__ = [
     "AccountValidationError",
     "AlreadyExists",
     "ConfigurationError",
     "Conflict",
     "DecryptionError",
+    "Forbidden",
     "InUse",
     "InvalidInput",
     "KeyringError",
     "NotFound",
     "PackError",
     "RunAsError",
+    "ServerError",
+    "TooManyRequests",
+    "Unauthenticated",
+    "error_for",
 ]
