@@ -16,11 +16,13 @@ The PostgreSQL cluster is started on first use and shared by the session (one pe
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from runas.storage import migrate
 from runas.storage.database import Database, sqlite_url_for
@@ -28,6 +30,13 @@ from support.cli import Cli
 from support.postgres import PostgresCluster
 
 POSTGRES_TEMPLATE = "runas_template"
+
+# Property tests explore new examples on every developer run; CI replays a fixed sequence so a
+# submission is not failed by a counterexample unrelated to it (print_blob makes any failure
+# reproducible with @reproduce_failure).
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True, database=None)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),

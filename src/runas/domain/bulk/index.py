@@ -458,6 +458,10 @@ class ResolutionIndex:
         positions: list[int]
         mutate: Callable[[], None]
         edit = ProfileIndex.attach if adding else ProfileIndex.detach
+        if adding and a.position is not None:
+            # The new codes below are computed before ``edit`` runs; an ordered profile's
+            # choice among tied accounts needs the new account's position already.
+            ps.positions[a.account_id] = a.position
         if a.target_kind in (TargetKind.ALL, TargetKind.CLASS):
             after = dict(ps.static_assocs)
             if adding:
