@@ -28,6 +28,7 @@ from runas.storage import migrate
 from runas.storage.database import Database, sqlite_url_for
 from support.cli import Cli
 from support.postgres import PostgresCluster
+from support.server import serve
 
 POSTGRES_TEMPLATE = "runas_template"
 
@@ -152,10 +153,15 @@ def cli(
     db_url: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    cli_mode: str,
+    request: pytest.FixtureRequest,
 ) -> Cli:
-    """The ``runas`` CLI on an initialised management group, on SQLite and on PostgreSQL."""
+    """The ``runas`` CLI on an initialised management group, on SQLite and on PostgreSQL;
+    in modules marked ``cli_modes("local", "remote")`` also as the client of a real server."""
     runner = Cli(tmp_path / "runas-data", db_url, monkeypatch, capsys)
     runner.ok("init", "--name", "test")
+    if cli_mode == "remote":
+        serve(runner, request)
     return runner
 
 
@@ -170,3 +176,39 @@ def sqlite_cli(
     runner = Cli(tmp_path / "runas-data", sqlite_url, monkeypatch, capsys)
     runner.ok("init", "--name", "test")
     return runner
+
+
+# -- the CLI, local and remote ---------------------------------------------------------------
+#
+# A module marked ``pytestmark = pytest.mark.cli_modes("local", "remote")`` runs each test that
+# uses ``cli`` twice: once in-process on the data directory, once as the client of a real
+# ``runas server`` process on the same data directory and database (test ids ``[local-…]`` /
+# ``[remote-…]``; remote cases carry the ``server`` marker, so ``-m "not server"`` skips them).
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "cli_modes(*modes): run the module's CLI tests in these modes (local, remote)"
+    )
+    config.addinivalue_line("markers", "server: starts a real runas server process")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marker = metafunc.definition.get_closest_marker("cli_modes")
+    if marker is None or "cli_mode" not in metafunc.fixturenames:
+        return
+    metafunc.parametrize(
+        "cli_mode",
+        [
+            pytest.param(mode, id=mode, marks=[pytest.mark.server] if mode == "remote" else [])
+            for mode in marker.args
+        ],
+        indirect=True,
+    )
+
+
+@pytest.fixture
+def cli_mode(request: pytest.FixtureRequest) -> str:
+    """How ``cli`` runs: "local" unless the module asks for more (see ``cli_modes``)."""
+    mode: str = getattr(request, "param", "local")
+    return mode

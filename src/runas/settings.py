@@ -87,7 +87,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigurationError(f"config file {path}: {err}") from None
     except OSError as err:
         raise ConfigurationError(f"config file {path}: {err.strerror}") from None
-    section = data.get("runas", data)
+    # [server] belongs to the management server's settings (runas.server.settings).
+    section = data.get("runas", {k: v for k, v in data.items() if k != "server"})
     if not isinstance(section, dict):
         raise ConfigurationError(f"config file {path}: [runas] must be a table")
     return section

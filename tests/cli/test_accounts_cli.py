@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support.cli import Cli
+
+#: the same tests, in-process and as the client of a real server
+pytestmark = pytest.mark.cli_modes("local", "remote")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PROFILE = "Contoso.SQL.MonitoringProfile"
@@ -50,7 +55,7 @@ def test_add_list_show(cli: Cli) -> None:
     assert doc["type"] == "windows"
     assert doc["fields"] == {"domain": "corp.contoso.com", "user": "sqlmon"}
     assert doc["description"] == "SQL monitoring"
-    assert doc["created_by"] == doc["modified_by"] == "test:admin"
+    assert doc["created_by"] == doc["modified_by"] == cli.actor
     assert [(v["version"], v["current"]) for v in doc["versions"]] == [(1, True)]
     assert show(cli, str(doc["id"]))["name"] == "sql-mon"  # by id too
 

@@ -41,7 +41,7 @@ def all_secrets() -> dict[tuple[str, int], dict[str, str]]:
                 AccountRow, AccountRow.id == SecretVersionRow.account_id
             )
         ).all()
-        return {(name, v): decrypt_secrets(uow, aid, v) for name, aid, v in rows}
+        return {(name, v): decrypt_secrets(uow, aid, v, purpose="test") for name, aid, v in rows}
 
 
 def key_counts(cli: Cli) -> dict[str, tuple[bool, int]]:
@@ -182,7 +182,7 @@ def _decrypt_error(account: str, version: int = 1) -> str:
         aid = uow.session.scalar(select(AccountRow.id).where(AccountRow.name == account))
         assert aid is not None
         with pytest.raises(DecryptionError) as info:
-            decrypt_secrets(uow, aid, version)
+            decrypt_secrets(uow, aid, version, purpose="test")
     assert info.value.__cause__ is None
     return str(info.value)
 

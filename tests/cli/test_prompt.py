@@ -79,7 +79,7 @@ def test_prompted_secret_is_hidden_confirmed_and_stored(tmp_path: Path) -> None:
     runtime = Runtime(load_settings(env={"RUNAS_DATA_DIR": str(data)}))
     try:
         with runtime.unit_of_work() as uow:
-            assert decrypt_secrets(uow, 1, 1) == {"password": canary}
+            assert decrypt_secrets(uow, 1, 1, purpose="test") == {"password": canary}
     finally:
         runtime.close()
 

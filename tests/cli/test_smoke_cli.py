@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from support.cli import Cli
+
+#: the same tests, in-process and as the client of a real server
+pytestmark = pytest.mark.cli_modes("local", "remote")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 INSTANCE = "Contoso.SQL.Instance:{}.contoso.com;MSSQLSERVER"

@@ -6,7 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from support.cli import Cli
+
+#: the same tests, in-process and as the client of a real server
+pytestmark = pytest.mark.cli_modes("local", "remote")
 
 PACK = """\
 pack: {id: Push, version: 1.0.0, display_name: Client push}

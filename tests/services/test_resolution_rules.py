@@ -16,6 +16,9 @@ import pytest
 
 from support.cli import Cli
 
+#: the same tests, in-process and as the client of a real server
+pytestmark = pytest.mark.cli_modes("local", "remote")
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 PACK = """\

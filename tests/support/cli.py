@@ -41,11 +41,24 @@ class Cli:
         self._monkeypatch = monkeypatch
         self._capsys = capsys
         self.outputs: list[str] = []
+        #: who the management group records as having made a change
+        self.actor = "test:admin"
+        #: the server this CLI is a client of (None: local mode)
+        self.server_url: str | None = None
         monkeypatch.setenv("RUNAS_DATA_DIR", str(data_dir))
         monkeypatch.setenv("RUNAS_DATABASE_URL", db_url)
         monkeypatch.setenv("RUNAS_ACTOR", "test:admin")
-        for var in ("RUNAS_KEYRING", "RUNAS_KEYRING_FILE", "RUNAS_CONFIG"):
+        # A developer's own remote settings must not turn a local test into a remote one.
+        for var in ("RUNAS_KEYRING", "RUNAS_KEYRING_FILE", "RUNAS_CONFIG", "RUNAS_SERVER",
+                    "RUNAS_TOKEN", "RUNAS_CA_FILE"):  # fmt: skip
             monkeypatch.delenv(var, raising=False)
+
+    def remote(self, url: str, token: str, *, actor: str) -> None:
+        """From now on, talk to the server at ``url`` with ``token`` (as ``actor``)."""
+        self.server_url = url
+        self.actor = actor
+        self._monkeypatch.setenv("RUNAS_SERVER", url)
+        self._monkeypatch.setenv("RUNAS_TOKEN", token)
 
     def __call__(self, *args: str, stdin: str | bytes | None = None) -> CliResult:
         raw = stdin.encode() if isinstance(stdin, str) else (stdin or b"")

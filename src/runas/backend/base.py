@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from runas.domain.accounts import DistributionMode
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
+from runas.services.audit import AuditRecordView, AuditVerifyView
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
@@ -21,6 +23,15 @@ from runas.services.profiles import (
     ProfileView,
 )
 from runas.services.setup import InitResult
+from runas.services.users import (
+    PasswordChange,
+    RoleAssign,
+    TokenCreate,
+    TokenCreated,
+    TokenView,
+    UserCreate,
+    UserView,
+)
 
 
 class Backend(Protocol):
@@ -78,5 +89,30 @@ class Backend(Protocol):
     def key_rotate(self, progress: Progress | None) -> RotateResult: ...
     def key_rewrap(self, progress: Progress | None) -> RotateResult: ...
     def key_retire(self, key_id: str) -> list[KeyView]: ...
+
+    # users, roles, tokens
+    def user_add(self, req: UserCreate) -> UserView: ...
+    def user_list(self) -> list[UserView]: ...
+    def user_show(self, name: str) -> UserView: ...
+    def user_remove(self, name: str) -> str: ...
+    def user_passwd(self, name: str, req: PasswordChange) -> UserView: ...
+    def user_set_disabled(self, name: str, disabled: bool) -> UserView: ...
+    def role_assign(self, name: str, req: RoleAssign) -> UserView: ...
+    def role_revoke(self, name: str, role: str) -> UserView: ...
+    #: ``user`` None: the caller's own token (a server); local mode must name the user
+    def token_create(self, req: TokenCreate, user: str | None) -> TokenCreated: ...
+    def token_list(self, user: str | None) -> list[TokenView]: ...
+    def token_revoke(self, token_id: int) -> int: ...
+
+    # audit trail
+    def audit_list(
+        self,
+        since: datetime | None,
+        actor: str | None,
+        action: str | None,
+        target: str | None,
+        limit: int,
+    ) -> list[AuditRecordView]: ...
+    def audit_verify(self) -> AuditVerifyView: ...
 
     def close(self) -> None: ...

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from runas.domain.accounts import DistributionMode
 from runas.runtime import Runtime
 from runas.services import (
     accounts,
+    audit,
     discovery,
     distribution,
     explain,
@@ -14,8 +17,10 @@ from runas.services import (
     packs,
     profiles,
     setup,
+    users,
 )
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
+from runas.services.audit import AuditRecordView, AuditVerifyView
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
@@ -31,6 +36,15 @@ from runas.services.profiles import (
     ProfileView,
 )
 from runas.services.setup import InitResult
+from runas.services.users import (
+    PasswordChange,
+    RoleAssign,
+    TokenCreate,
+    TokenCreated,
+    TokenView,
+    UserCreate,
+    UserView,
+)
 
 
 class LocalBackend:
@@ -161,6 +175,70 @@ class LocalBackend:
 
     def key_retire(self, key_id: str) -> list[KeyView]:
         return keys.retire(self.runtime, key_id)
+
+    # Local mode has no principal: whoever runs the CLI on the server host already holds the
+    # database and the keyring, so it may do anything (and makes the first administrator).
+
+    def user_add(self, req: UserCreate) -> UserView:
+        with self.runtime.unit_of_work() as uow:
+            return users.create_user(uow, req)
+
+    def user_list(self) -> list[UserView]:
+        with self.runtime.unit_of_work() as uow:
+            return users.list_users(uow.session)
+
+    def user_show(self, name: str) -> UserView:
+        with self.runtime.unit_of_work() as uow:
+            return users.show_user(uow.session, name)
+
+    def user_remove(self, name: str) -> str:
+        with self.runtime.unit_of_work() as uow:
+            return users.remove_user(uow, name)
+
+    def user_passwd(self, name: str, req: PasswordChange) -> UserView:
+        with self.runtime.unit_of_work() as uow:
+            return users.set_password(uow, name, req)
+
+    def user_set_disabled(self, name: str, disabled: bool) -> UserView:
+        with self.runtime.unit_of_work() as uow:
+            return users.set_disabled(uow, name, disabled)
+
+    def role_assign(self, name: str, req: RoleAssign) -> UserView:
+        with self.runtime.unit_of_work() as uow:
+            return users.assign_role(uow, name, req)
+
+    def role_revoke(self, name: str, role: str) -> UserView:
+        with self.runtime.unit_of_work() as uow:
+            return users.revoke_role(uow, name, role)
+
+    def token_create(self, req: TokenCreate, user: str | None) -> TokenCreated:
+        with self.runtime.unit_of_work() as uow:
+            return users.create_token(uow, req, user=user)
+
+    def token_list(self, user: str | None) -> list[TokenView]:
+        with self.runtime.unit_of_work() as uow:
+            return users.list_tokens(uow.session, user=user, now=uow.now)
+
+    def token_revoke(self, token_id: int) -> int:
+        with self.runtime.unit_of_work() as uow:
+            return users.revoke_token(uow, token_id)
+
+    def audit_list(
+        self,
+        since: datetime | None,
+        actor: str | None,
+        action: str | None,
+        target: str | None,
+        limit: int,
+    ) -> list[AuditRecordView]:
+        with self.runtime.unit_of_work() as uow:
+            return audit.list_records(
+                uow.session, since=since, actor=actor, action=action, target=target, limit=limit
+            )
+
+    def audit_verify(self) -> AuditVerifyView:
+        with self.runtime.unit_of_work() as uow:
+            return audit.verify(uow.session)
 
     def close(self) -> None:
         self.runtime.close()

@@ -20,7 +20,9 @@ from sqlalchemy.exc import DBAPIError
 
 from runas import __version__, logs
 from runas.cli import output
-from runas.cli.commands import accounts, admin, content, profiles, resolution
+from runas.cli.commands import accounts, admin, content, login, profiles, resolution, users
+from runas.cli.commands import audit as audit_commands
+from runas.cli.commands import server as server_command
 from runas.cli.state import CliState, state
 from runas.errors import RunAsError
 
@@ -51,11 +53,33 @@ def build_app() -> typer.Typer:
                 help="Data directory (database, keyring, log). Default ./runas-data.",
             ),
         ] = None,
+        server: Annotated[
+            str | None,
+            typer.Option(
+                "--server",
+                envvar="RUNAS_SERVER",
+                help="Talk to this management server (https://host:port) instead of the local "
+                "data directory. Token: RUNAS_TOKEN or 'runas login'.",
+                show_default=False,
+            ),
+        ] = None,
+        ca_file: Annotated[
+            Path | None,
+            typer.Option(
+                "--ca-file",
+                envvar="RUNAS_CA_FILE",
+                help="CA certificate that signed the server's TLS certificate.",
+                show_default=False,
+            ),
+        ] = None,
         version: Annotated[
             bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
         ] = False,
     ) -> None:
-        state(ctx).data_dir = data_dir
+        cli_state = state(ctx)
+        cli_state.data_dir = data_dir
+        cli_state.server = server
+        cli_state.ca_file = ca_file
 
     app.command("init")(admin.init)
     app.add_typer(admin.db, name="db")
@@ -69,6 +93,13 @@ def build_app() -> typer.Typer:
     app.add_typer(profiles.profiles, name="profile")
     app.command("explain")(resolution.explain)
     app.add_typer(resolution.config, name="config")
+    app.add_typer(users.users, name="user")
+    app.add_typer(users.roles, name="role")
+    app.add_typer(users.tokens, name="token")
+    app.add_typer(audit_commands.app, name="audit")
+    app.command("login")(login.login)
+    app.command("logout")(login.logout)
+    app.command("server")(server_command.server)
     return app
 
 
@@ -78,12 +109,16 @@ def _validation_line(err: ValidationError) -> str:
     return f"{loc}: {first['msg']}" if loc else str(first["msg"])
 
 
+#: the root's options that take a value as the next word (``--server URL``)
+_ROOT_OPTIONS_WITH_VALUE = frozenset({"--data-dir", "--server", "--ca-file"})
+
+
 def _verb(args: list[str]) -> str:
     """The command's name for the log ("account show"): its first two words once the root's
     own options are skipped. Never more: later words may be anything the user typed."""
     rest = list(args)
     while rest and rest[0].startswith("-"):
-        if rest.pop(0) == "--data-dir" and rest:
+        if rest.pop(0) in _ROOT_OPTIONS_WITH_VALUE and rest:
             rest.pop(0)
     return " ".join(a for a in rest[:2] if not a.startswith("-"))
 

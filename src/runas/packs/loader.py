@@ -97,7 +97,11 @@ def load_pack_file(path: Path) -> LoadedPack:
 
 def load_pack_text(text: str, source: str) -> LoadedPack:
     """Parse pack YAML and check its structure; raises :class:`PackError` at the first problem."""
-    loader = yaml.SafeLoader(text)
+    try:
+        # The constructor already scans the text: a control character fails here.
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise PackError(f"malformed YAML: {exc}".splitlines()[0], source=source) from None
     try:
         try:
             root = loader.get_single_node()

@@ -24,7 +24,8 @@ from runas.domain.accounts import (
 )
 from runas.errors import AccountValidationError, AlreadyExists, InUse
 from runas.runtime import UnitOfWork
-from runas.services import lookup
+from runas.services import audit, lookup
+from runas.services.audit import AuditAction
 from runas.storage.tables import AccountRow, AssociationRow, DistributionRow, SecretVersionRow
 
 NAME_MAX = 200
@@ -135,15 +136,26 @@ def _store_version(uow: UnitOfWork, row: AccountRow, version: int, secrets: dict
     row.current_version = version
 
 
-def decrypt_secrets(uow: UnitOfWork, account_id: int, version: int) -> dict[str, str]:
+def decrypt_secrets(
+    uow: UnitOfWork, account_id: int, version: int, *, purpose: str
+) -> dict[str, str]:
     """The secret fields of one version, for the code paths that must hand them on (agents,
-    validation of an update). Never returned by an API or printed by the CLI."""
+    validation of an update). Never returned by an API or printed by the CLI.
+
+    Every use is audited (``account:secret-use`` with ``purpose``) in ``uow``'s transaction."""
     sv = uow.session.get(SecretVersionRow, (account_id, version))
     if sv is None:
         return {}
     sealed = SealedSecret(kek_id=sv.kek_id, wrapped_dek=sv.wrapped_dek, ciphertext=sv.ciphertext)
     plaintext = open_secret(uow.keyring(), account_id=account_id, version=version, sealed=sealed)
     data: dict[str, str] = json.loads(plaintext)
+    name = uow.session.scalar(select(AccountRow.name).where(AccountRow.id == account_id))
+    audit.record(
+        uow,
+        AuditAction.ACCOUNT_SECRET_USE,
+        name or str(account_id),
+        {"secret_version": version, "purpose": purpose, "fields": sorted(data)},
+    )
     return data
 
 
@@ -175,6 +187,17 @@ def add(uow: UnitOfWork, req: AccountCreate) -> AccountView:
     _store_version(uow, row, 1, secrets)
     lookup.bump_epoch(s)
     s.flush()
+    audit.record(
+        uow,
+        AuditAction.ACCOUNT_CREATE,
+        name,
+        {
+            "type": account_type.value,
+            "fields": sorted(public),
+            "secret_fields": sorted(secrets),
+            "secret_version": 1,
+        },
+    )
     return view(s, row)
 
 
@@ -189,9 +212,12 @@ def update(uow: UnitOfWork, ref: str, req: AccountUpdate) -> AccountView:
     else:
         # Public changes are checked against the secrets already stored (e.g. adding an SNMP
         # privacy protocol needs a privacy key): decrypt the current version to validate.
-        current = decrypt_secrets(uow, row.id, row.current_version)
+        current = decrypt_secrets(uow, row.id, row.current_version, purpose="validate-update")
         public, _ = validate_account(account_type, merged, current)
         secrets = None
+    # Names of what changed, for the audit record (values of public fields are not secret,
+    # but a record is kept forever: names are enough to know what to look at).
+    before = (row.name, row.description, row.expires_at, dict(row.public_fields))
     if req.rename is not None:
         new_name = _check_name(req.rename)
         if (
@@ -213,6 +239,31 @@ def update(uow: UnitOfWork, ref: str, req: AccountUpdate) -> AccountView:
     row.modified_by = uow.actor
     lookup.bump_epoch(s)
     s.flush()
+    old_name, old_description, old_expiry, old_fields = before
+    changed = [
+        k for k in sorted(set(public) | set(old_fields)) if public.get(k) != old_fields.get(k)
+    ]
+    changed += [
+        what
+        for what, was, now in (
+            ("name", old_name, row.name),
+            ("description", old_description, row.description),
+            ("expires_at", old_expiry, row.expires_at),
+        )
+        if was != now
+    ]
+    details: dict[str, object] = {"changed": changed}
+    if row.name != old_name:
+        details["renamed_from"] = old_name
+    if secrets is not None:
+        details["secret_fields"] = sorted(secrets)
+        details["secret_version"] = row.current_version
+    audit.record(
+        uow,
+        AuditAction.ACCOUNT_SECRET_VERSION if secrets is not None else AuditAction.ACCOUNT_UPDATE,
+        row.name,
+        details,
+    )
     return view(s, row)
 
 
@@ -231,6 +282,7 @@ def remove(uow: UnitOfWork, ref: str) -> str:
     s.delete(row)
     lookup.bump_epoch(s)
     s.flush()
+    audit.record(uow, AuditAction.ACCOUNT_REMOVE, name, {"type": row.type})
     return name
 
 

@@ -8,16 +8,25 @@ Objects are never loaded in bulk here; computers are fetched one by one when res
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runas.domain.classes import ClassHierarchy
 from runas.domain.groups import GroupCatalog
-from runas.domain.model import DEFAULT_ACTION_PROFILE, Association, ObjectRecord, TargetKind
+from runas.domain.model import (
+    DEFAULT_ACTION_PROFILE,
+    Association,
+    ObjectRecord,
+    ProfileDef,
+    TargetKind,
+)
 from runas.domain.resolution import AccountInfo, Catalog
-from runas.services import convert
+from runas.services import convert, lookup
 from runas.storage.tables import (
     AccountRow,
     AssociationRow,
@@ -133,20 +142,20 @@ def account_infos(
     return {r.id: convert.account_info(r, frozenset(approved.get(r.id, ()))) for r in rows}
 
 
-def load(
-    session: Session,
-    profile_ids: Iterable[str] | None = None,
-    *,
-    computers: Iterable[str] | None = None,
-) -> Catalog:
-    """A catalog able to resolve the given profiles (all profiles when None), for objects on
-    the given computers (any computer when None)."""
+@dataclass(frozen=True)
+class _Content:
+    """What a catalog holds that does not depend on the computers asked about."""
+
+    hierarchy: ClassHierarchy
+    groups: GroupCatalog
+    profiles: dict[str, ProfileDef]
+    associations: dict[str, list[Association]]
+    targeted_classes: dict[str, frozenset[str]]
+
+
+def _content(session: Session, wanted: frozenset[str] | None) -> _Content:
     h = hierarchy(session)
-    wanted = None if profile_ids is None else {*profile_ids, DEFAULT_ACTION_PROFILE}
     assocs = associations_for(session, wanted)
-    accounts = account_infos(
-        session, (a.account_id for lst in assocs.values() for a in lst), computers
-    )
     stmt = select(ProfileRow)
     groups: set[str] | None = None
     if wanted is not None:
@@ -157,13 +166,73 @@ def load(
             for a in lst
             if a.target_kind is TargetKind.GROUP and a.target is not None
         }
-    profiles = {r.id: convert.profile_def(r) for r in session.scalars(stmt)}
-    return Catalog(
+    return _Content(
         hierarchy=h,
         groups=group_catalog(session, h, groups),
-        profiles=profiles,
-        accounts=accounts,
+        profiles={r.id: convert.profile_def(r) for r in session.scalars(stmt)},
         associations=assocs,
         targeted_classes=targeted_classes(session, wanted),
+    )
+
+
+class CatalogCache:
+    """The computer-independent part of catalogs, kept per resolution epoch.
+
+    For a process that answers many questions (the management server). Every change that can
+    alter resolution bumps the epoch in the same transaction (``lookup.bump_epoch``), so content
+    read at epoch N is right for as long as the database is at N. Each use reads the epoch in
+    the caller's transaction first: a change committed by any server, this one or another, is
+    seen by the next question (content read after that read is at least as new as N, never
+    older). An older epoch than the newest seen (a transaction that started earlier) neither
+    uses nor fills the cache. Thread-safe; at most ``size`` profile sets per epoch.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._epoch = -1
+        self._entries: OrderedDict[frozenset[str] | None, _Content] = OrderedDict()
+
+    def content(self, session: Session, wanted: frozenset[str] | None) -> _Content:
+        epoch = int(lookup.setting(session, lookup.EPOCH_KEY, 0))
+        with self._lock:
+            if epoch > self._epoch:
+                self._epoch = epoch
+                self._entries.clear()
+            found = self._entries.get(wanted) if epoch == self._epoch else None
+            if found is not None:
+                self._entries.move_to_end(wanted)
+                return found
+        found = _content(session, wanted)
+        with self._lock:
+            if epoch == self._epoch:
+                self._entries[wanted] = found
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+        return found
+
+
+def load(
+    session: Session,
+    profile_ids: Iterable[str] | None = None,
+    *,
+    computers: Iterable[str] | None = None,
+    cache: CatalogCache | None = None,
+) -> Catalog:
+    """A catalog able to resolve the given profiles (all profiles when None), for objects on
+    the given computers (any computer when None). With ``cache``, content is reused while the
+    resolution epoch stays the same; accounts and computers are always read."""
+    wanted = None if profile_ids is None else frozenset({*profile_ids, DEFAULT_ACTION_PROFILE})
+    content = _content(session, wanted) if cache is None else cache.content(session, wanted)
+    accounts = account_infos(
+        session, (a.account_id for lst in content.associations.values() for a in lst), computers
+    )
+    return Catalog(
+        hierarchy=content.hierarchy,
+        groups=content.groups,
+        profiles=content.profiles,
+        accounts=accounts,
+        associations=content.associations,
+        targeted_classes=content.targeted_classes,
         computers=_Computers(session),
     )

@@ -18,8 +18,9 @@ from runas.domain.classes import ClassHierarchy
 from runas.domain.names import full_name, parse_full_name
 from runas.errors import InvalidInput
 from runas.runtime import UnitOfWork
+from runas.services import audit, lookup
 from runas.services import catalog as catalog_loader
-from runas.services import lookup
+from runas.services.audit import AuditAction
 from runas.storage.tables import DiscoveryClaimRow, ObjectRow
 
 MAX_OBJECTS = 100_000
@@ -213,6 +214,22 @@ def submit(uow: UnitOfWork, payload: DiscoveryPayload) -> DiscoveryResult:
     if added or updated or removed:
         lookup.bump_epoch(s)
     s.flush()
+    # Agents resend their snapshots all day: only a submission that changed something (objects
+    # or claims) is a change to record.
+    if added or updated or removed or dropped or now_claimed - claimed_before:
+        audit.record(
+            uow,
+            AuditAction.DISCOVERY_SUBMIT,
+            payload.source,
+            {
+                "computer": payload.computer,
+                "objects": len(payload.objects),
+                "added": len(added),
+                "updated": len(updated),
+                "unchanged": unchanged,
+                "removed": len(removed),
+            },
+        )
     return DiscoveryResult(
         source=payload.source,
         scope=scope,

@@ -15,8 +15,9 @@ from runas.domain.model import DEFAULT_ACTION_PROFILE
 from runas.domain.resolution import Outcome, resolve_for_profile
 from runas.errors import InvalidInput, NotFound
 from runas.runtime import UnitOfWork
+from runas.services import audit, convert, lookup
 from runas.services import catalog as catalog_loader
-from runas.services import convert, lookup
+from runas.services.audit import AuditAction
 from runas.storage.tables import AccountRow, AssociationRow, DistributionRow, ObjectRow
 
 
@@ -125,12 +126,24 @@ def set_distribution(
         )
     for name in sorted(wanted - current):
         s.add(DistributionRow(account_id=row.id, computer_name=name))
+    previous_mode = row.distribution_mode
     if row.distribution_mode != mode.value or gone or wanted - current:
         row.distribution_mode = mode.value
         row.modified_at = uow.now
         row.modified_by = uow.actor
         lookup.bump_epoch(s)
     s.flush()
+    audit.record(
+        uow,
+        AuditAction.DISTRIBUTION_SET,
+        row.name,
+        {
+            "mode": mode.value,
+            "previous_mode": previous_mode,
+            "added": audit.capped(wanted - current),
+            "removed": audit.capped(gone),
+        },
+    )
     return _view(s, row)
 
 
@@ -175,6 +188,13 @@ def suggest(uow: UnitOfWork, ref: str, *, apply: bool = False) -> SuggestView:
         row.modified_by = uow.actor
         lookup.bump_epoch(s)
         s.flush()
+    if apply:
+        audit.record(
+            uow,
+            AuditAction.DISTRIBUTION_APPROVE_SUGGESTED,
+            row.name,
+            {"added": audit.capped(sug.computer for sug in suggestions)},
+        )
     return SuggestView(
         account=row.name,
         mode=row.distribution_mode,

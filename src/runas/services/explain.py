@@ -71,7 +71,12 @@ def to_view(res: Resolution) -> ExplainView:
 
 
 def explain(
-    session: Session, *, obj_ref: str, workflow: str | None = None, profile: str | None = None
+    session: Session,
+    *,
+    obj_ref: str,
+    workflow: str | None = None,
+    profile: str | None = None,
+    catalogs: catalog_loader.CatalogCache | None = None,
 ) -> ExplainView:
     if (workflow is None) == (profile is None):
         raise InvalidInput("explain needs exactly one of --workflow or --profile")
@@ -79,12 +84,12 @@ def explain(
     if workflow is not None:
         w = convert.workflow_def(lookup.workflow(session, workflow))
         cat = catalog_loader.load(
-            session, [w.profile] if w.profile else [], computers=[obj.computer]
+            session, [w.profile] if w.profile else [], computers=[obj.computer], cache=catalogs
         )
         return to_view(resolve_workflow(w, obj, cat))
     assert profile is not None
     p = convert.profile_def(lookup.profile(session, profile))
-    cat = catalog_loader.load(session, [p.id], computers=[obj.computer])
+    cat = catalog_loader.load(session, [p.id], computers=[obj.computer], cache=catalogs)
     return to_view(resolve_for_profile(p, obj, cat))
 
 
@@ -146,7 +151,9 @@ def _detail(res: Resolution) -> str:
     return f"{res.account.name} ({res.account.identity})"
 
 
-def computer_config(session: Session, computer: str) -> ComputerConfigView:
+def computer_config(
+    session: Session, computer: str, *, catalogs: catalog_loader.CatalogCache | None = None
+) -> ComputerConfigView:
     lookup.computer(session, computer)
     objects = [
         convert.object_record(r)
@@ -156,7 +163,7 @@ def computer_config(session: Session, computer: str) -> ComputerConfigView:
     ]
     workflows = [convert.workflow_def(r) for r in session.scalars(select(WorkflowRow))]
     cat = catalog_loader.load(
-        session, {w.profile for w in workflows if w.profile}, computers=[computer]
+        session, {w.profile for w in workflows if w.profile}, computers=[computer], cache=catalogs
     )
     entries: list[ConfigEntry] = []
     used: set[int] = set()

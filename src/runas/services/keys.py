@@ -15,8 +15,10 @@ from sqlalchemy import func, select
 
 from runas.crypto.envelope import SealedSecret, rewrap
 from runas.crypto.keyring import Keyring, KeyringSource
-from runas.errors import DecryptionError, InUse, KeyringError, NotFound
+from runas.errors import DecryptionError, InUse, KeyringError, NotFound, RunAsError
 from runas.runtime import Runtime
+from runas.services import audit
+from runas.services.audit import AuditAction, Outcome
 from runas.storage.tables import AccountRow, SecretVersionRow
 
 Progress = Callable[[int, int], None]
@@ -61,6 +63,21 @@ def list_keys(rt: Runtime) -> list[KeyView]:
     ]
 
 
+def _audit(
+    rt: Runtime,
+    actor: str | None,
+    source: str,
+    action: AuditAction,
+    target: str,
+    details: dict[str, object],
+    outcome: Outcome = "success",
+) -> None:
+    """Rotation works in many transactions and on the keyring file, outside the database: its
+    record is written in a transaction of its own once the outcome is known."""
+    with rt.unit_of_work(actor=actor, source=source) as uow:
+        audit.record(uow, action, target, details, outcome=outcome)
+
+
 @contextlib.contextmanager
 def _locked(source: KeyringSource) -> Iterator[None]:
     """One rotation at a time: two concurrent saves of the keyring would lose a key."""
@@ -81,29 +98,74 @@ def _locked(source: KeyringSource) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def rotate(rt: Runtime, progress: Progress | None = None) -> RotateResult:
+def rotate(
+    rt: Runtime,
+    progress: Progress | None = None,
+    *,
+    actor: str | None = None,
+    source: str = "local",
+) -> RotateResult:
     rt.ensure_initialised()
-    source = rt.keyring_source()
-    with _locked(source):
-        keyring = source.load()
+    keyring_source = rt.keyring_source()
+    with _locked(keyring_source):
+        keyring = keyring_source.load()
         new = keyring.add_key(rt.clock())
         # Saved before any row points at it: a crash mid-way leaves a keyring that opens
         # every row, old or re-wrapped. 'runas key rewrap' finishes the job.
-        source.save(keyring)
+        keyring_source.save(keyring)
         rt.forget_keyring()
-        done, remaining = _rewrap_all(rt, keyring, progress)
+        try:
+            done, remaining = _rewrap_all(rt, keyring, progress)
+        except RunAsError as err:
+            _audit(
+                rt,
+                actor,
+                source,
+                AuditAction.KEY_ROTATE,
+                new.id,
+                {"error": err.code, "new_key_id": new.id},
+                outcome="failure",
+            )
+            raise
+    _audit(
+        rt,
+        actor,
+        source,
+        AuditAction.KEY_ROTATE,
+        new.id,
+        {"new_key_id": new.id, "rewrapped": done},
+    )
     return RotateResult(
         new_key=new.id, active_key=keyring.active_id, rewrapped=done, remaining=remaining
     )
 
 
-def rewrap_all(rt: Runtime, progress: Progress | None = None) -> RotateResult:
+def rewrap_all(
+    rt: Runtime,
+    progress: Progress | None = None,
+    *,
+    actor: str | None = None,
+    source: str = "local",
+) -> RotateResult:
     """Re-wrap whatever is not yet under the active KEK (resumes an interrupted rotation)."""
     rt.ensure_initialised()
-    source = rt.keyring_source()
-    with _locked(source):
-        keyring = source.load()
-        done, remaining = _rewrap_all(rt, keyring, progress)
+    keyring_source = rt.keyring_source()
+    with _locked(keyring_source):
+        keyring = keyring_source.load()
+        try:
+            done, remaining = _rewrap_all(rt, keyring, progress)
+        except RunAsError as err:
+            _audit(
+                rt,
+                actor,
+                source,
+                AuditAction.KEY_REWRAP,
+                keyring.active_id,
+                {"error": err.code},
+                outcome="failure",
+            )
+            raise
+    _audit(rt, actor, source, AuditAction.KEY_REWRAP, keyring.active_id, {"rewrapped": done})
     return RotateResult(
         new_key=None, active_key=keyring.active_id, rewrapped=done, remaining=remaining
     )
@@ -156,11 +218,13 @@ def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> tup
     return done, 0
 
 
-def retire(rt: Runtime, key_id: str) -> list[KeyView]:
+def retire(
+    rt: Runtime, key_id: str, *, actor: str | None = None, source: str = "local"
+) -> list[KeyView]:
     rt.ensure_initialised()
-    source = rt.keyring_source()
-    with _locked(source):
-        keyring = source.load()
+    keyring_source = rt.keyring_source()
+    with _locked(keyring_source):
+        keyring = keyring_source.load()
         if key_id not in keyring:
             raise NotFound(f"no key {key_id!r} in the keyring")
         if key_id == keyring.active_id:
@@ -171,6 +235,7 @@ def retire(rt: Runtime, key_id: str) -> list[KeyView]:
                 f"{still} secret version(s) are still wrapped by {key_id}: run 'runas key rewrap'"
             )
         keyring.retire(key_id)
-        source.save(keyring)
+        keyring_source.save(keyring)
         rt.forget_keyring()
+    _audit(rt, actor, source, AuditAction.KEY_RETIRE, key_id, {"key_count": len(keyring.ids())})
     return list_keys(rt)

@@ -119,9 +119,23 @@ def set_setting(session: Session, key: str, value: Any) -> None:
 
 def bump_epoch(session: Session) -> int:
     """Every change that can alter resolution bumps the management group's epoch, so agents
-    and other servers (later issues) can tell their view is stale."""
-    epoch = int(setting(session, EPOCH_KEY, 0)) + 1
-    set_setting(session, EPOCH_KEY, epoch)
+    and other servers can tell their view is stale.
+
+    The row is read ``FOR UPDATE``: two servers changing things at the same time on
+    PostgreSQL would otherwise both read epoch N and both write N + 1, and a server that
+    cached its view at N + 1 between the two commits would never see the second change."""
+    row = session.scalars(
+        select(SettingRow)
+        .where(SettingRow.key == EPOCH_KEY)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
+        epoch = 1
+        session.add(SettingRow(key=EPOCH_KEY, value=epoch))
+    else:
+        epoch = int(row.value) + 1
+        row.value = epoch
     return epoch
 
 

@@ -10,7 +10,8 @@ from runas.domain.model import SYSTEM_PACK, PackDef, PackReference, TargetKind
 from runas.errors import Conflict, InUse, PackError
 from runas.packs import LoadedPack, check_pack, compare_versions, load_pack_text
 from runas.runtime import UnitOfWork
-from runas.services import convert, discovery, lookup
+from runas.services import audit, convert, discovery, lookup
+from runas.services.audit import AuditAction
 from runas.storage.tables import (
     AccountRow,
     AssociationRow,
@@ -157,6 +158,21 @@ def import_pack(uow: UnitOfWork, text: str, source: str) -> ImportResult:
     _write_pack(uow, loaded, existing)
     lookup.bump_epoch(s)
     s.flush()
+    audit.record(
+        uow,
+        AuditAction.PACK_UPGRADE if previous is not None else AuditAction.PACK_IMPORT,
+        pack.id,
+        {
+            "version": pack.version,
+            "previous_version": previous.version if previous is not None else None,
+            "file": source,
+            "classes": len(pack.classes),
+            "groups": len(pack.groups),
+            "profiles": len(pack.profiles),
+            "workflows": len(pack.workflows),
+            "removed_objects": len(removed_objects),
+        },
+    )
     return ImportResult(
         id=pack.id,
         version=pack.version,
@@ -308,7 +324,14 @@ def remove(uow: UnitOfWork, ref: str) -> list[str]:
         )
     removed = discovery.remove_objects_of_classes(s, sorted(c.id for c in d.classes))
     s.execute(delete(ProfileRow).where(ProfileRow.pack_id == row.id))
+    pack_id, version = row.id, row.version
     s.delete(row)
     lookup.bump_epoch(s)
     s.flush()
+    audit.record(
+        uow,
+        AuditAction.PACK_REMOVE,
+        pack_id,
+        {"version": version, "removed_objects": len(removed)},
+    )
     return removed

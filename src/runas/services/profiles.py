@@ -7,12 +7,14 @@ import re
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from runas.domain.accounts import AccountType, parse_account_type
 from runas.domain.model import ENTITY_CLASS, Accessibility, ProfileDef, TargetKind
-from runas.errors import AlreadyExists, InvalidInput, NotFound
+from runas.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from runas.runtime import UnitOfWork
-from runas.services import convert, lookup
+from runas.services import audit, convert, lookup
+from runas.services.audit import AuditAction
 from runas.storage.tables import (
     AccountRow,
     AssociationRow,
@@ -199,6 +201,16 @@ def add(uow: UnitOfWork, req: ProfileCreate) -> ProfileView:
     )
     s.add(convert.profile_row(profile, None))
     s.flush()
+    audit.record(
+        uow,
+        AuditAction.PROFILE_CREATE,
+        req.id,
+        {
+            "context_class": req.context_class,
+            "allowed_types": [t.value for t in allowed],
+            "fallback": req.fallback,
+        },
+    )
     return show(s, req.id)
 
 
@@ -221,9 +233,30 @@ def _normalise_target(session: Session, kind: TargetKind, target: str | None) ->
     return lookup.obj(session, target).full_name
 
 
-def associate(uow: UnitOfWork, req: AssociateRequest) -> AssociationView:
+def claim(session: Session, prow: ProfileRow, expected_version: int | None = None) -> None:
+    """Take the profile for a change of its associations: a new ``row_version``, written now.
+
+    A profile's associations are one list (positions, ``max_accounts``, what resolution picks),
+    so a change to any of them is a change of the profile. The UPDATE carries the version this
+    transaction read (``version_id_col``): if another server changed the profile since, it
+    matches no row and SQLAlchemy raises ``StaleDataError`` (409), and until this transaction
+    ends the row lock makes a concurrent change wait for the outcome, then fail the same way.
+    ``expected_version`` is a client's ``If-Match``: the version it based its change on."""
+    if expected_version is not None and prow.row_version != expected_version:
+        raise Conflict(
+            f"profile {prow.id} was changed since you read it (version {prow.row_version}): "
+            "reload and retry"
+        )
+    flag_modified(prow, "display_name")
+    session.flush()
+
+
+def associate(
+    uow: UnitOfWork, req: AssociateRequest, *, expected_version: int | None = None
+) -> AssociationView:
     s = uow.session
     prow = lookup.profile(s, req.profile)
+    claim(s, prow, expected_version)
     profile = convert.profile_def(prow)
     account = lookup.account(s, req.account)
     account_type = AccountType(account.type)
@@ -272,7 +305,20 @@ def associate(uow: UnitOfWork, req: AssociateRequest) -> AssociationView:
     s.add(row)
     lookup.bump_epoch(s)
     s.flush()
+    audit.record(
+        uow,
+        AuditAction.ASSOCIATION_CREATE,
+        association_target(profile.id, account.name, row.target_kind, row.target),
+        {"id": row.id, "enforced": row.enforced, "position": row.position},
+    )
     return _association_view(s, row, account.name, account.type)
+
+
+def association_target(profile_id: str, account_name: str, kind: str, target: str) -> str:
+    """How an association is named in the audit trail: ``profile/account/kind:target``
+    (``profile/account/all`` for all targeted objects)."""
+    what = kind if kind == TargetKind.ALL.value else f"{kind}:{target}"
+    return f"{profile_id}/{account_name}/{what}"
 
 
 def _position(
@@ -309,9 +355,12 @@ def _position(
     return wanted
 
 
-def dissociate(uow: UnitOfWork, req: DissociateRequest) -> list[int]:
+def dissociate(
+    uow: UnitOfWork, req: DissociateRequest, *, expected_version: int | None = None
+) -> list[int]:
     s = uow.session
     profile = lookup.profile(s, req.profile)
+    claim(s, profile, expected_version)
     account = lookup.account(s, req.account)
     stmt = select(AssociationRow).where(
         AssociationRow.profile_id == profile.id, AssociationRow.account_id == account.id
@@ -337,6 +386,13 @@ def dissociate(uow: UnitOfWork, req: DissociateRequest) -> list[int]:
         s.delete(r)
     lookup.bump_epoch(s)
     s.flush()
+    for r in rows:
+        audit.record(
+            uow,
+            AuditAction.ASSOCIATION_REMOVE,
+            association_target(profile.id, account.name, r.target_kind, r.target),
+            {"id": r.id},
+        )
     return ids
 
 

@@ -9,7 +9,8 @@ from runas.domain.model import SYSTEM_PACK
 from runas.errors import KeyringError
 from runas.packs import builtin_system_pack, compare_versions
 from runas.runtime import Runtime
-from runas.services import lookup, packs
+from runas.services import audit, lookup, packs
+from runas.services.audit import AuditAction
 from runas.storage import migrate
 from runas.storage.tables import PackRow, SecretVersionRow
 
@@ -57,6 +58,12 @@ def init(rt: Runtime, management_group: str | None = None) -> InitResult:
         system_version = uow.session.get(PackRow, SYSTEM_PACK)
         assert system_version is not None
         version = system_version.version
+        audit.record(
+            uow,
+            AuditAction.MG_INIT,
+            str(name),
+            {"keyring_created": created, "system_pack": version},
+        )
     return InitResult(
         management_group=str(name),
         data_dir=str(settings.data_dir),

@@ -1,0 +1,146 @@
+"""Running the app: bind the socket, configure JSON logs, serve with uvicorn until a signal.
+
+The socket is bound here, before uvicorn starts, so that "address in use" or a bad host is one
+``ConfigurationError`` line, and the URL printed is the real one (``port = 0`` picks a free
+port, which tests use).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+import sys
+import threading
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from pathlib import Path
+
+import uvicorn
+
+from runas import logs
+from runas.errors import ConfigurationError
+from runas.runtime import Runtime
+from runas.server.app import create_app
+from runas.server.settings import ServerSettings
+
+_LOGGERS = ("runas", "uvicorn")
+
+
+class _Server(uvicorn.Server):
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn's own version raises the signal again after the graceful shutdown, so the
+        # process would die of SIGTERM; for a service manager, a requested stop that went well
+        # is a success (exit 0).
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        # Listening now: a client that reads the printed URL can connect at once (it waits in
+        # the backlog until the event loop accepts).
+        sock.listen(2048)
+    except OSError as err:
+        sock.close()
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
+
+
+def check_tls(settings: ServerSettings) -> None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as err:
+        reason = getattr(err, "strerror", None) or getattr(err, "reason", None) or err
+        raise ConfigurationError(
+            f"cannot use tls_cert {settings.tls_cert} / tls_key {settings.tls_key}: {reason}"
+        ) from None
+
+
+def configure_logging(settings: ServerSettings, log_file: Path | None) -> list[logging.Handler]:
+    """JSON lines to stderr (for a service manager) and to the log file when its directory
+    exists. Returns the handlers so the caller can detach them."""
+    level = getattr(logging, settings.log_level.upper())
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logs.JsonLines())
+    handlers: list[logging.Handler] = [stderr]
+    if log_file is not None and log_file.parent.is_dir():
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logs.JsonLines())
+        handlers.append(handler)
+    for name in _LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.propagate = False
+        for h in handlers:
+            logger.addHandler(h)
+    return handlers
+
+
+def detach_logging(handlers: list[logging.Handler]) -> None:
+    for name in _LOGGERS:
+        for h in handlers:
+            logging.getLogger(name).removeHandler(h)
+    for h in handlers:
+        h.close()
+
+
+def url_of(settings: ServerSettings, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in str(host) else str(host)
+    return f"{'https' if settings.tls else 'http'}://{shown}:{port}"
+
+
+def serve(
+    runtime: Runtime,
+    settings: ServerSettings,
+    *,
+    announce: Callable[[str], None],
+) -> None:
+    """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
+    runtime.ensure_initialised()
+    check_tls(settings)
+    app = create_app(runtime, settings)
+    sock = bind(settings.host, settings.port)
+    config = uvicorn.Config(
+        app,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        # Our own access log (JSON, route templates, no query strings) replaces uvicorn's.
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # No lifespan events: the runtime is built before and closed after serving.
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+    )
+    server = _Server(config)
+    try:
+        announce(f"runas server listening on {url_of(settings, sock)}")
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        sock.close()
+        runtime.close()

@@ -1,0 +1,117 @@
+"""Settings of the management server: ``RUNAS_*`` environment variables, then the ``[server]``
+table of the same config file as :mod:`runas.settings` (``runas.toml`` in the data directory,
+or ``RUNAS_CONFIG``), then defaults. A bad value fails loudly with the key and where it came
+from, in one line, like :func:`runas.settings.load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from runas.errors import ConfigurationError
+from runas.settings import CONFIG_FILE_NAME, Settings
+
+MIB = 1024 * 1024
+ENV_PREFIX = "RUNAS_"
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    #: loopback by default: exposing the API is a decision, not an accident
+    host: str = Field(default="127.0.0.1", min_length=1)
+    port: int = Field(default=8765, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: the largest request body accepted by most routes
+    max_body_bytes: int = Field(default=MIB, ge=1024)
+    #: the largest body of an upload (pack import, discovery snapshot)
+    max_upload_bytes: int = Field(default=16 * MIB, ge=1024)
+    #: lifetime of the session token that ``POST /login`` returns
+    session_token_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    log_level: LogLevel = "info"
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Self:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Init arguments carry command-line flags and the config file's [server] table
+        # (merged by load_server_settings); the environment sits between the two.
+        return init_settings, env_settings
+
+
+def _server_table(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigurationError(f"config file {path}: {err}") from None
+    except OSError as err:
+        raise ConfigurationError(f"config file {path}: {err.strerror}") from None
+    table = data.get("server", {})
+    if not isinstance(table, dict):
+        raise ConfigurationError(f"config file {path}: [server] must be a table")
+    return table
+
+
+def load_server_settings(
+    core: Settings, overrides: Mapping[str, Any] | None = None
+) -> ServerSettings:
+    """Command-line flags > ``RUNAS_*`` environment > ``[server]`` in the config file > defaults."""
+    env = os.environ
+    config = (
+        Path(env["RUNAS_CONFIG"]) if env.get("RUNAS_CONFIG") else core.data_dir / CONFIG_FILE_NAME
+    )
+    from_file = _server_table(config)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    # The environment must beat the file, but init arguments beat the environment in
+    # pydantic-settings: so file values whose variable is set are dropped here.
+    fields = ServerSettings.model_fields
+    from_file = {
+        k: v for k, v in from_file.items() if not (k in fields and env.get(ENV_PREFIX + k.upper()))
+    }
+    try:
+        return ServerSettings(**{**from_file, **given})
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "server settings"
+        if key in given:
+            origin = "command line"
+        elif env.get(ENV_PREFIX + key.upper()):
+            origin = ENV_PREFIX + key.upper()
+        elif key in from_file:
+            origin = f"config file {config}"
+        else:
+            origin = "server settings"
+        raise ConfigurationError(f"setting {key!r} ({origin}): {first['msg']}") from None
