@@ -77,16 +77,21 @@ class Settings(BaseModel):
             return f"local:uid{os.getuid()}"
 
 
-def _read_config_file(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
+    """The config file as a dict ({} when absent); any problem is one ConfigurationError line."""
     try:
         with path.open("rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         return {}
     except tomllib.TOMLDecodeError as err:
         raise ConfigurationError(f"config file {path}: {err}") from None
     except OSError as err:
         raise ConfigurationError(f"config file {path}: {err.strerror}") from None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    data = read_toml(path)
     # [server] belongs to the management server's settings (runas.server.settings).
     section = data.get("runas", {k: v for k, v in data.items() if k != "server"})
     if not isinstance(section, dict):

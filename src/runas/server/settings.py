@@ -7,7 +7,6 @@ from, in one line, like :func:`runas.settings.load_settings`.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -16,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runas.errors import ConfigurationError
-from runas.settings import CONFIG_FILE_NAME, Settings
+from runas.settings import CONFIG_FILE_NAME, Settings, read_toml
 
 MIB = 1024 * 1024
 ENV_PREFIX = "RUNAS_"
@@ -70,16 +69,7 @@ class ServerSettings(BaseSettings):
 
 
 def _server_table(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigurationError(f"config file {path}: {err}") from None
-    except OSError as err:
-        raise ConfigurationError(f"config file {path}: {err.strerror}") from None
-    table = data.get("server", {})
+    table = read_toml(path).get("server", {})
     if not isinstance(table, dict):
         raise ConfigurationError(f"config file {path}: [server] must be a table")
     return table
