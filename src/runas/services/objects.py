@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -9,8 +10,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runas.domain.groups import describe_rule
+from runas.domain.model import ObjectRecord
 from runas.domain.names import parse_full_name
-from runas.errors import InvalidInput
+from runas.errors import InvalidInput, NotFound
 from runas.services import catalog as catalog_loader
 from runas.services import convert, lookup
 from runas.storage.tables import DiscoveryClaimRow, GroupRow, ObjectRow
@@ -50,27 +52,56 @@ class GroupView(BaseModel):
     member_count: int | None = None
 
 
+def _scope_test(session: Session, scope: frozenset[str]) -> Callable[[ObjectRecord], bool]:
+    """Whether an object is a member of one of the ``scope`` groups (nested ones included)."""
+    h = catalog_loader.hierarchy(session)
+    groups = catalog_loader.group_catalog(session, h, scope)
+    present = [g for g in sorted(scope) if g in groups]
+    return lambda rec: any(groups.membership(g, rec) is not None for g in present)
+
+
 def list_objects(
-    session: Session, class_id: str | None, computer: str | None, limit: int = MAX_LIST
+    session: Session,
+    class_id: str | None,
+    computer: str | None,
+    limit: int = MAX_LIST,
+    *,
+    scope: frozenset[str] | None = None,
 ) -> list[ObjectSummary]:
+    """Objects, at most ``limit``; with a ``scope`` (a caller's role scope), only members of
+    those groups."""
     if limit < 1 or limit > MAX_LIST:
         raise InvalidInput(f"--limit must be between 1 and {MAX_LIST}")
-    stmt = select(ObjectRow).order_by(ObjectRow.full_name).limit(limit)
+    stmt = select(ObjectRow).order_by(ObjectRow.full_name)
     if class_id is not None:
         h = catalog_loader.hierarchy(session)
         h.get(class_id)
         stmt = stmt.where(ObjectRow.class_id.in_(sorted(h.descendants(class_id))))
     if computer is not None:
         stmt = stmt.where(ObjectRow.computer_name == computer)
+    if scope is None:
+        rows = list(session.scalars(stmt.limit(limit)))
+    else:
+        visible = _scope_test(session, scope)
+        rows = []
+        for r in session.scalars(stmt.execution_options(yield_per=1000)):
+            if visible(convert.object_record(r)):
+                rows.append(r)
+                if len(rows) == limit:
+                    break
     return [
         ObjectSummary(id=r.id, full_name=r.full_name, class_id=r.class_id, computer=r.computer_name)
-        for r in session.scalars(stmt)
+        for r in rows
     ]
 
 
-def show(session: Session, ref: str) -> ObjectView:
+def show(session: Session, ref: str, *, scope: frozenset[str] | None = None) -> ObjectView:
     row = lookup.obj(session, ref)
     record = convert.object_record(row)
+    visible = _scope_test(session, scope) if scope is not None else None
+    if visible is not None and not visible(record):
+        # Out of the caller's scope reads exactly like an object that does not exist.
+        raise NotFound(f"no object with id {ref}" if ref.isdigit() else f"no object named {ref!r}")
     host = session.get(ObjectRow, row.host_id) if row.host_id is not None else None
     sources = [
         f"{src}@{scope}" if scope else src
@@ -110,11 +141,17 @@ def _group_view(row: GroupRow) -> GroupView:
     )
 
 
-def list_groups(session: Session) -> list[GroupView]:
-    return [_group_view(r) for r in session.scalars(select(GroupRow).order_by(GroupRow.id))]
+def list_groups(session: Session, *, scope: frozenset[str] | None = None) -> list[GroupView]:
+    return [
+        _group_view(r)
+        for r in session.scalars(select(GroupRow).order_by(GroupRow.id))
+        if scope is None or r.id in scope
+    ]
 
 
-def show_group(session: Session, ref: str) -> GroupView:
+def show_group(session: Session, ref: str, *, scope: frozenset[str] | None = None) -> GroupView:
+    if scope is not None and ref not in scope:
+        raise NotFound(f"no group {ref!r}")
     view = _group_view(lookup.group(session, ref))
     h = catalog_loader.hierarchy(session)
     groups = catalog_loader.group_catalog(session, h)

@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from runas.domain.roles import Permission, Role, parse_role, permissions_of
+from runas.domain.roles import ROLE_PERMISSIONS, Permission, Role, parse_role, permissions_of
 from runas.errors import AlreadyExists, Forbidden, InUse, InvalidInput, NotFound, Unauthenticated
 from runas.runtime import UnitOfWork
 from runas.services import login_limits, passwords
@@ -97,6 +97,18 @@ class Principal:
 
     def has(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+    def object_scope(self) -> frozenset[str] | None:
+        """The groups that bound which objects this caller may see: None when a role that
+        grants reading objects is unscoped (no bound), else the union of the scope groups
+        of those roles (a user's rights are the union of their roles)."""
+        groups: set[str] = set()
+        for grant in self.roles:
+            if Permission.OBJECTS_READ in ROLE_PERMISSIONS[grant.role]:
+                if not grant.scope_groups:
+                    return None
+                groups.update(grant.scope_groups)
+        return frozenset(groups)
 
     def require(self, permission: Permission) -> None:
         """Raise :class:`Forbidden` unless the caller holds ``permission``. The message names

@@ -24,21 +24,23 @@ def build(settings: ServerSettings) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=MAX_LIST)] = 1000,
     ) -> list[ObjectSummary]:
         with caller.uow() as uow:
-            return objects.list_objects(uow.session, class_id, computer, limit)
+            return objects.list_objects(
+                uow.session, class_id, computer, limit, scope=caller.principal.object_scope()
+            )
 
     @r.get("/objects/{ref:path}", response_model=ObjectView, responses=errors(404))
     def show_object(caller: Annotated[Caller, read], ref: str) -> ObjectView:
         with caller.uow() as uow:
-            return objects.show(uow.session, ref)
+            return objects.show(uow.session, ref, scope=caller.principal.object_scope())
 
     @r.get("/groups", response_model=list[GroupView], responses=errors())
     def list_groups(caller: Annotated[Caller, read]) -> list[GroupView]:
         with caller.uow() as uow:
-            return objects.list_groups(uow.session)
+            return objects.list_groups(uow.session, scope=caller.principal.object_scope())
 
     @r.get("/groups/{group_id}", response_model=GroupView, responses=errors(404))
     def show_group(caller: Annotated[Caller, read], group_id: str) -> GroupView:
         with caller.uow() as uow:
-            return objects.show_group(uow.session, group_id)
+            return objects.show_group(uow.session, group_id, scope=caller.principal.object_scope())
 
     return r
