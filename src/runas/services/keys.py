@@ -114,30 +114,11 @@ def rotate(
         # every row, old or re-wrapped. 'runas key rewrap' finishes the job.
         keyring_source.save(keyring)
         rt.forget_keyring()
-        try:
-            done, remaining = _rewrap_all(rt, keyring, progress)
-        except RunAsError as err:
-            _audit(
-                rt,
-                actor,
-                source,
-                AuditAction.KEY_ROTATE,
-                new.id,
-                {"error": err.code, "new_key_id": new.id},
-                outcome="failure",
-            )
-            raise
-    _audit(
-        rt,
-        actor,
-        source,
-        AuditAction.KEY_ROTATE,
-        new.id,
-        {"new_key_id": new.id, "rewrapped": done},
-    )
-    return RotateResult(
-        new_key=new.id, active_key=keyring.active_id, rewrapped=done, remaining=remaining
-    )
+        details: dict[str, object] = {"new_key_id": new.id}
+        done = _rewrap_audited(
+            rt, keyring, progress, actor, source, AuditAction.KEY_ROTATE, new.id, details
+        )
+    return RotateResult(new_key=new.id, active_key=keyring.active_id, rewrapped=done, remaining=0)
 
 
 def rewrap_all(
@@ -152,26 +133,33 @@ def rewrap_all(
     keyring_source = rt.keyring_source()
     with _locked(keyring_source):
         keyring = keyring_source.load()
-        try:
-            done, remaining = _rewrap_all(rt, keyring, progress)
-        except RunAsError as err:
-            _audit(
-                rt,
-                actor,
-                source,
-                AuditAction.KEY_REWRAP,
-                keyring.active_id,
-                {"error": err.code},
-                outcome="failure",
-            )
-            raise
-    _audit(rt, actor, source, AuditAction.KEY_REWRAP, keyring.active_id, {"rewrapped": done})
-    return RotateResult(
-        new_key=None, active_key=keyring.active_id, rewrapped=done, remaining=remaining
-    )
+        done = _rewrap_audited(
+            rt, keyring, progress, actor, source, AuditAction.KEY_REWRAP, keyring.active_id, {}
+        )
+    return RotateResult(new_key=None, active_key=keyring.active_id, rewrapped=done, remaining=0)
 
 
-def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> tuple[int, int]:
+def _rewrap_audited(
+    rt: Runtime,
+    keyring: Keyring,
+    progress: Progress | None,
+    actor: str | None,
+    source: str,
+    action: AuditAction,
+    target: str,
+    details: dict[str, object],
+) -> int:
+    """Re-wrap everything, then record the outcome (with the count, or the error)."""
+    try:
+        done = _rewrap_all(rt, keyring, progress)
+    except RunAsError as err:
+        _audit(rt, actor, source, action, target, {**details, "error": err.code}, "failure")
+        raise
+    _audit(rt, actor, source, action, target, {**details, "rewrapped": done})
+    return done
+
+
+def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> int:
     active = keyring.active_id
     with rt.database.session() as s:
         total = (
@@ -215,7 +203,7 @@ def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> tup
                 done += 1
         if progress:
             progress(done, total)
-    return done, 0
+    return done
 
 
 def retire(
