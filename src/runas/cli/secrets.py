@@ -42,12 +42,24 @@ def _encode(spec: FieldSpec, raw: bytes, origin: str) -> str:
         if not raw:
             raise InvalidInput(f"{origin} is empty")
         return base64.b64encode(raw).decode("ascii")
+    return without_final_newline(decoded(raw, origin))
+
+
+def decoded(raw: bytes, origin: str) -> str:
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{origin} is not UTF-8 text") from None
+
+
+def without_final_newline(text: str) -> str:
     # One trailing newline is what `echo` and editors add; it is never part of a password.
     return text[:-1] if text.endswith("\n") else text
+
+
+def stdin_text() -> str:
+    """Standard input as one secret: UTF-8, without the trailing newline."""
+    return without_final_newline(decoded(sys.stdin.buffer.read(), "standard input"))
 
 
 def read_secrets(

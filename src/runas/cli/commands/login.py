@@ -13,6 +13,7 @@ import typer
 from pydantic import SecretStr
 
 from runas.cli import output
+from runas.cli.secrets import stdin_text
 from runas.cli.state import state
 from runas.errors import ConfigurationError, InvalidInput
 
@@ -45,13 +46,7 @@ def _default_user() -> str:
 
 def _password(from_stdin: bool) -> SecretStr:
     if from_stdin:
-        raw = sys.stdin.buffer.read()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput("standard input is not UTF-8 text") from None
-        # One trailing newline is what `echo` adds; it is never part of a password.
-        text = text[:-1] if text.endswith("\n") else text
+        text = stdin_text()
     elif sys.stdin.isatty():
         text = typer.prompt("Password", hide_input=True)
     else:

@@ -18,6 +18,7 @@ import typer
 from pydantic import SecretStr
 
 from runas.cli import output
+from runas.cli.secrets import decoded, without_final_newline
 from runas.cli.state import backend
 from runas.errors import InvalidInput
 from runas.services.users import (
@@ -53,14 +54,9 @@ def _refuse_password_flag(value: str | None) -> None:
 
 
 def _stdin_lines(count: int) -> list[str]:
-    raw = sys.stdin.buffer.read()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput("standard input is not UTF-8 text") from None
+    text = decoded(sys.stdin.buffer.read(), "standard input")
     if count == 1:
-        # One trailing newline is what `echo` and editors add; it is never part of a password.
-        return [text[:-1] if text.endswith("\n") else text]
+        return [without_final_newline(text)]
     lines = text.split("\n")
     if len(lines) < count or not all(lines[:count]):
         raise InvalidInput(f"standard input must hold {count} lines: current, then new password")
