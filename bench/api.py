@@ -221,6 +221,22 @@ def wrk(url: str, script: Path, clients: int, seconds: float, token: str | None)
     )
 
 
+def profiler(
+    directory: Path | None, server: Process, label: str, clients: int, seconds: float
+) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling the server for the length of one case (flame-graph input, one line
+    per stack), or None when not asked for."""
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    name = "".join(ch if ch.isalnum() else "-" for ch in label).strip("-")
+    out = directory / f"{name}-{clients}.txt"
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "--pid", str(server.popen.pid), "--duration", str(int(seconds)),
+               "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def script(directory: Path, name: str, body: str) -> Path:
     path = directory / f"{name}.lua"
     path.write_text(body + DONE_LUA)
@@ -250,6 +266,14 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,64", help="concurrency levels")
     parser.add_argument("--database-url", help="default: SQLite in the temporary data dir")
     parser.add_argument("--keep", action="store_true", help="keep the data dir and logs")
+    parser.add_argument(
+        "--cases", help="only the runas cases whose label contains one of these (comma list)"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record each runas case with py-spy (in the venv) into this directory",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (Debian: apt-get install -y wrk)")
@@ -298,6 +322,9 @@ def main() -> None:
                 "association POST/DELETE": ("/", scripts["association"]),
                 "GET /api/v1/me": ("/api/v1/me", scripts["me"]),
             }
+            if args.cases:
+                wanted = args.cases.split(",")
+                runas_cases = {k: v for k, v in runas_cases.items() if any(w in k for w in wanted)}
             hello_cases = {"hello (async)": "/hello", "hello (sync def)": "/hello-sync"}
             # Warm both up (imports, pools, caches) before anything is measured.
             wrk(hello.url + "/hello", scripts["hello"], 8, 1, None)
@@ -309,9 +336,15 @@ def main() -> None:
                         hello.url + path, scripts["hello"], clients, args.duration, None
                     )
                 for label, (path, lua) in runas_cases.items():
+                    spy = profiler(args.profile, server, label, clients, args.duration)
                     results[label, clients] = wrk(
                         server.url + path, lua, clients, args.duration, token
                     )
+                    if spy is not None:
+                        spy.wait()
+                    # Let the server finish what the last case left queued (a slow case at 64
+                    # clients leaves up to 64 requests behind) before the next one is measured.
+                    time.sleep(1)
                     if lua == scripts["association"]:
                         # A client stopped after its POST leaves an association behind,
                         # which the next run's first POST would find (409).

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from runas.crypto.keyring import Keyring, KeyringSource, locate_keyring
 from runas.errors import ConfigurationError
+from runas.services.lookup import EPOCH_WRITTEN
 from runas.settings import Settings
 from runas.storage import migrate
 from runas.storage.database import Database
@@ -61,6 +62,12 @@ class Runtime:
         self._database: Database | None = None
         self._keyring: Keyring | None = None
         self._checked = False
+        self._epoch_listeners: list[Callable[[int], None]] = []
+
+    def on_epoch(self, listener: Callable[[int], None]) -> None:
+        """Call ``listener(epoch)`` after each unit of work of this runtime that committed a
+        new resolution epoch: a server learns of its own changes at once, before any poll."""
+        self._epoch_listeners.append(listener)
 
     @property
     def actor(self) -> str:
@@ -108,12 +115,13 @@ class Runtime:
 
     @contextmanager
     def unit_of_work(
-        self, *, actor: str | None = None, source: str = "local"
+        self, *, actor: str | None = None, source: str = "local", read_only: bool = False
     ) -> Iterator[UnitOfWork]:
         """One transaction. The server passes the authenticated user and the client address;
-        the CLI in local mode acts as the configured actor from "local"."""
+        the CLI in local mode acts as the configured actor from "local". ``read_only``: the
+        work only reads (see ``Database.session``)."""
         self.ensure_initialised()
-        with self.database.session() as session:
+        with self.database.session(read_only=read_only) as session:
             yield UnitOfWork(
                 session=session,
                 actor=actor or self.actor,
@@ -122,6 +130,10 @@ class Runtime:
                 _keyring=self.keyring,
                 _keyring_source=self.keyring_source,
             )
+        written = session.info.get(EPOCH_WRITTEN)
+        if written is not None:
+            for listener in self._epoch_listeners:
+                listener(int(written))
 
     def close(self) -> None:
         if self._database is not None:

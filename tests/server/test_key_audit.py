@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import Served
 from runas.services import audit
+from server.conftest import Served
 
 
 def test_rotation_through_the_api_is_recorded_as_the_caller(seeded: Served) -> None:

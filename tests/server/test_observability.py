@@ -3,6 +3,7 @@
 import json
 
 from runas.runtime import Runtime
+from runas.server.metrics import Metrics
 from server.conftest import ACCOUNT, Served, serve
 
 
@@ -76,3 +77,22 @@ def test_one_json_line_per_request_with_route_not_values(served: Served) -> None
     assert second["status"] == 401
     assert "private-name" not in served.log.getvalue()
     assert "Bearer" not in served.log.getvalue()
+
+
+def test_latency_buckets_are_cumulative_and_bounded_inclusively() -> None:
+    m = Metrics()
+    for seconds in (0.005, 0.006, 0.3, 20.0):  # on a bound, between bounds, above all
+        m.observe("/r", "GET", 200, seconds)
+    text = m.render({})
+
+    def bucket(le: str) -> int:
+        prefix = f'runas_http_request_duration_seconds_bucket{{route="/r",method="GET",le="{le}"}} '
+        line = next(x for x in text.splitlines() if x.startswith(prefix))
+        return int(line.removeprefix(prefix))
+
+    assert bucket("0.005") == 1
+    assert bucket("0.01") == 2
+    assert bucket("0.25") == 2
+    assert bucket("0.5") == 3
+    assert bucket("10.0") == 3
+    assert bucket("+Inf") == 4

@@ -4,11 +4,19 @@ which no server hears about) within a second."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from datetime import datetime
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session
 
 from runas.domain.roles import Role
-from runas.server.principals import PRINCIPAL_TTL_S, PrincipalCache
+from runas.server import security
+from runas.server.principals import PRINCIPAL_REFRESH_S, PRINCIPAL_TTL_S, PrincipalCache
 from runas.services import users
+from runas.services.user_store import hash_token
 from runas.services.users import Principal
 from server.conftest import Served
 
@@ -77,3 +85,69 @@ def test_a_user_disabled_behind_the_servers_back_is_refused_within_a_second(
         assert time.monotonic() - start < 1.0, "still accepted after a second"
         time.sleep(0.02)
     assert time.monotonic() - start <= PRINCIPAL_TTL_S + 0.2
+
+
+def test_an_entry_is_due_for_refresh_before_it_expires() -> None:
+    now = [100.0]
+    cache = PrincipalCache(ttl=0.5, refresh=0.3, clock=lambda: now[0])
+    cache.put("h", _principal("alice"), cache.generation)
+    now[0] += 0.29
+    assert cache.entry("h") == (_principal("alice"), False)
+    now[0] += 0.02
+    assert cache.entry("h") == (_principal("alice"), True)  # still used, refreshed behind
+    now[0] += 0.2
+    assert cache.entry("h") is None
+
+
+def test_concurrent_requests_with_one_new_token_share_one_lookup(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real = security.authenticate_token
+
+    def counted(session: Session, token: str, now: datetime) -> Principal:
+        calls.append("lookup")
+        time.sleep(0.05)  # long enough for every request below to arrive meanwhile
+        return real(session, token, now)
+
+    monkeypatch.setattr(security, "authenticate_token", counted)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=served.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answers = await asyncio.gather(
+                *(client.get("/api/v1/me", headers=served.as_user(READER)) for _ in range(20))
+            )
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(burst()) == [200] * 20
+    assert calls == ["lookup"]
+
+
+def test_a_background_refresh_that_finds_the_token_revoked_ends_its_use(
+    served: Served,
+) -> None:
+    cache: PrincipalCache = served.app.state.principals
+    lookups: security.PrincipalLookups = served.app.state.principal_lookups
+    headers = served.as_user(READER)
+    key = hash_token(headers["Authorization"].removeprefix("Bearer "))
+
+    async def scenario() -> tuple[int, float]:
+        transport = httpx.ASGITransport(app=served.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/api/v1/me", headers=headers)).status_code == 200
+            remembered = time.monotonic()
+            with served.runtime.unit_of_work() as uow:  # behind the server's back
+                users.set_disabled(uow, READER, True)
+            await asyncio.sleep(PRINCIPAL_REFRESH_S + 0.02)
+            # due: answered from memory while the refresh runs behind it
+            due = (await client.get("/api/v1/me", headers=headers)).status_code
+            while lookups._inflight:
+                await asyncio.sleep(0.005)
+            return due, time.monotonic() - remembered
+
+    due, age = asyncio.run(scenario())
+    assert due == 200
+    assert age < PRINCIPAL_TTL_S  # not expired yet: forgotten because the refresh failed
+    assert cache.entry(key) is None
+    assert served.client.get("/api/v1/me", headers=headers).status_code == 401

@@ -3,10 +3,10 @@ out of scope reads exactly like one that does not exist."""
 
 from __future__ import annotations
 
-from conftest import GROUP, INSTANCE_A, Served, add_user
 from runas.domain.roles import Role
 from runas.services import users
 from runas.services.roles import RoleAssign
+from server.conftest import GROUP, INSTANCE_A, Served, add_user
 
 INSTANCE_D = "Contoso.SQL.Instance:d.contoso.com;MSSQLSERVER"  # environment test: not in GROUP
 

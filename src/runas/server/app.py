@@ -14,6 +14,7 @@ from starlette.types import Scope
 from runas import __version__
 from runas.runtime import Runtime
 from runas.server import problems
+from runas.server.epochs import EpochWatcher
 from runas.server.metrics import Metrics
 from runas.server.middleware import BodyLimit, Observe
 from runas.server.principals import PrincipalCache
@@ -33,8 +34,9 @@ from runas.server.routes import (
     users,
 )
 from runas.server.routes.common import API_PREFIX
-from runas.server.security import Anonymous, public, rules_of
+from runas.server.security import Anonymous, PrincipalLookups, public, rules_of
 from runas.server.settings import ServerSettings
+from runas.services.resolution_memory import ResolutionMemory
 
 #: routes whose bodies may be as large as ``max_upload_bytes``: whole packs and snapshots
 UPLOAD_ROUTES = frozenset({("POST", f"{API_PREFIX}/packs"), ("POST", f"{API_PREFIX}/discovery")})
@@ -111,8 +113,16 @@ def create_app(runtime: Runtime, settings: ServerSettings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.principals = PrincipalCache()
+    app.state.principal_lookups = PrincipalLookups()
+    # Started by the server loop (serve.py); until then requests read the epoch themselves.
+    epochs = EpochWatcher(runtime.database)
+    runtime.on_epoch(epochs.advance)
+    app.state.epochs = epochs
+    app.state.resolution = ResolutionMemory()
 
+    # Routes are matched in order: the questions asked most often come first.
     for module in (
+        resolution,
         auth,
         accounts,
         distribution,
@@ -120,7 +130,6 @@ def create_app(runtime: Runtime, settings: ServerSettings) -> FastAPI:
         discovery,
         objects,
         profiles,
-        resolution,
         keys,
         audit,
         users,

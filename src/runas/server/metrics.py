@@ -7,8 +7,10 @@ group reports the same values.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 #: seconds; covers a cached read (ms) to a pack import or key rotation (s)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -17,7 +19,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 @dataclass
 class _Histogram:
-    counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    #: observations per bucket, not cumulative (one increment per observation); the last
+    #: slot counts those above every bound
+    counts: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
     total: float = 0.0
     n: int = 0
 
@@ -43,9 +47,7 @@ class Metrics:
         with self._lock:
             self._requests[(route, method, status)] += 1
             h = self._latency.setdefault((route, method), _Histogram())
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    h.counts[i] += 1
+            h.counts[bisect_left(BUCKETS, seconds)] += 1
             h.total += seconds
             h.n += 1
 
@@ -69,7 +71,7 @@ class Metrics:
             "# TYPE runas_http_request_duration_seconds histogram",
         ]
         for (route, method), h in latency:
-            for bound, count in zip(BUCKETS, h.counts, strict=True):
+            for bound, count in zip(BUCKETS, accumulate(h.counts), strict=False):
                 labels = _labels(route=route, method=method, le=repr(bound))
                 out.append(f"runas_http_request_duration_seconds_bucket{labels} {count}")
             labels = _labels(route=route, method=method, le="+Inf")

@@ -9,6 +9,11 @@ commits (:meth:`PrincipalCache.invalidate`), so its own next request already see
 
 Keys are token hashes, never tokens. A lookup that started before an invalidation does not
 store its (possibly outdated) answer: the generation it started in is over.
+
+A busy client should never wait for its principal to be looked up again: once an entry is
+older than :data:`PRINCIPAL_REFRESH_S` the server refreshes it in the background while still
+answering from it (:meth:`PrincipalCache.entry` says when), so under steady traffic entries
+are replaced before they expire and the lifetime promise is unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from runas.services.users import Principal
 #: how long a principal is remembered: below the one second within which every server of the
 #: management group must see a change
 PRINCIPAL_TTL_S = 0.5
+#: age after which a remembered principal is refreshed in the background, still being used
+PRINCIPAL_REFRESH_S = 0.3
 #: tokens remembered at once; the oldest is forgotten first
 PRINCIPAL_CACHE_SIZE = 4096
 
@@ -32,10 +39,12 @@ class PrincipalCache:
         self,
         *,
         ttl: float = PRINCIPAL_TTL_S,
+        refresh: float = PRINCIPAL_REFRESH_S,
         size: int = PRINCIPAL_CACHE_SIZE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl
+        self._refresh = refresh
         self._size = size
         self._clock = clock
         self._lock = threading.Lock()
@@ -48,15 +57,25 @@ class PrincipalCache:
         return self._generation
 
     def get(self, token_hash: str) -> Principal | None:
+        found = self.entry(token_hash)
+        return None if found is None else found[0]
+
+    def entry(self, token_hash: str) -> tuple[Principal, bool] | None:
+        """The principal remembered for ``token_hash`` and whether it is due for a refresh."""
         with self._lock:
             found = self._entries.get(token_hash)
             if found is None:
                 return None
             until, principal = found
-            if self._clock() >= until:
+            now = self._clock()
+            if now >= until:
                 del self._entries[token_hash]
                 return None
-            return principal
+            return principal, now >= until - self._ttl + self._refresh
+
+    def forget(self, token_hash: str) -> None:
+        with self._lock:
+            self._entries.pop(token_hash, None)
 
     def put(self, token_hash: str, principal: Principal, generation: int) -> None:
         with self._lock:

@@ -9,13 +9,15 @@ test can tell "public on purpose" from "forgot the rule" (:func:`rules_of`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 
 from runas.domain.roles import Permission
@@ -82,7 +84,13 @@ class Caller:
 
     @contextmanager
     def uow(self) -> Iterator[UnitOfWork]:
-        with self.runtime.unit_of_work(actor=self.principal.name, source=self.source) as uow:
+        """The request's transaction; read-only for GET (on SQLite: no write lock, so reads
+        never queue behind each other or behind a change)."""
+        with self.runtime.unit_of_work(
+            actor=self.principal.name,
+            source=self.source,
+            read_only=self.request.method in _READS,
+        ) as uow:
             yield uow
         # Committed. Other servers see a revoked token within the cache's lifetime; this one
         # at once.
@@ -120,26 +128,71 @@ class Rule:
         return "public" if self.permission is None else self.permission.value
 
 
+def _look_up(
+    runtime: Runtime, cache: PrincipalCache, token: str, key: str, source: str
+) -> Principal:
+    generation = cache.generation
+    with runtime.unit_of_work(actor=ANONYMOUS, source=source) as uow:
+        principal = authenticate_token(uow.session, token, uow.now)
+    cache.put(key, principal, generation)
+    return principal
+
+
+class PrincipalLookups:
+    """Token lookups in flight, one per token: the many requests of a busy client that miss
+    the cache at the same moment share one database lookup instead of each making their own.
+    Used on the event loop only."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[Principal]] = {}
+
+    def shared(
+        self, runtime: Runtime, cache: PrincipalCache, token: str, key: str, source: str
+    ) -> asyncio.Future[Principal]:
+        found = self._inflight.get(key)
+        if found is not None:
+            return found
+        future = asyncio.ensure_future(
+            run_in_threadpool(_look_up, runtime, cache, token, key, source)
+        )
+        self._inflight[key] = future
+
+        def done(f: asyncio.Future[Principal]) -> None:
+            self._inflight.pop(key, None)
+            if not f.cancelled() and f.exception() is not None:
+                cache.forget(key)  # a refresh that found the token revoked ends its use now
+
+        future.add_done_callback(done)
+        return future
+
+
+async def _principal(request: Request, token: str, source: str) -> Principal:
+    runtime = runtime_of(request)
+    cache = principals_of(request)
+    lookups: PrincipalLookups = request.app.state.principal_lookups
+    key = hash_token(token)
+    found = cache.entry(key)
+    if found is not None:
+        principal, due = found
+        if due:  # refreshed in the background; this request does not wait for it
+            lookups.shared(runtime, cache, token, key, source)
+        return principal
+    # shield: a client that goes away must not cancel the lookup others are waiting for
+    return await asyncio.shield(lookups.shared(runtime, cache, token, key, source))
+
+
 @dataclass(frozen=True)
 class _Protected(Rule):
-    # A plain function: token lookup is database work, so FastAPI runs it in the threadpool.
-    def __call__(self, request: Request) -> Caller:
+    # async: a remembered principal costs no worker thread; only a token lookup (database
+    # work) goes to the threadpool.
+    async def __call__(self, request: Request) -> Caller:
         assert self.permission is not None
-        runtime = runtime_of(request)
         source = client_source(request)
-        token = _bearer(request)
-        cache = principals_of(request)
-        key = hash_token(token)
-        principal = cache.get(key)
-        if principal is None:
-            generation = cache.generation
-            with runtime.unit_of_work(actor=ANONYMOUS, source=source) as uow:
-                principal = authenticate_token(uow.session, token, uow.now)
-            cache.put(key, principal, generation)
+        principal = await _principal(request, _bearer(request), source)
         request.state.actor = principal.name
         if self.permission not in principal.permissions:
             raise Forbidden(_forbidden_message(self.permission))
-        return Caller(runtime, source, principal, request)
+        return Caller(runtime_of(request), source, principal, request)
 
 
 @dataclass(frozen=True)
@@ -172,3 +225,29 @@ def rules_of(route: BaseRoute) -> list[Rule]:
             found.append(dep.call)
         stack.extend(dep.dependencies)
     return found
+
+
+class DirectRoute(APIRoute):
+    """A route whose endpoint is called as ``await endpoint(request, caller)``, without
+    FastAPI's per-request dependency solving.
+
+    For the few questions asked so often that the framework's machinery (which re-inspects
+    every dependency and parameter on every request) would cost more than the answer. The
+    route still declares its rule as its one dependency, so the route-coverage test, the
+    OpenAPI document and refusals work exactly as for any route: the rule runs first and
+    refuses (401/403) before the endpoint is called. The endpoint reads its own query
+    parameters and must be ``async``."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        rules = rules_of(self)
+        if len(rules) != 1 or not callable(rules[0]):
+            raise TypeError(f"{self.path}: a direct route carries exactly one rule")
+        rule: Any = rules[0]
+        endpoint: Any = self.endpoint
+
+        async def handler(request: Request) -> Response:
+            caller = await rule(request)
+            response: Response = await endpoint(request, caller)
+            return response
+
+        return handler

@@ -8,6 +8,7 @@ port, which tests use).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import socket
@@ -17,6 +18,7 @@ import threading
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import uvicorn
 
@@ -24,6 +26,7 @@ from runas import logs
 from runas.errors import ConfigurationError
 from runas.runtime import Runtime
 from runas.server.app import create_app
+from runas.server.epochs import EpochWatcher
 from runas.server.settings import ServerSettings
 
 _LOGGERS = ("runas", "uvicorn")
@@ -82,22 +85,26 @@ def check_tls(settings: ServerSettings) -> None:
 
 def configure_logging(settings: ServerSettings, log_file: Path | None) -> list[logging.Handler]:
     """JSON lines to stderr (for a service manager) and to the log file when its directory
-    exists. Returns the handlers so the caller can detach them."""
+    exists, written by a background thread (``logs.BackgroundLog``). Returns the handlers so
+    the caller can detach them."""
     level = getattr(logging, settings.log_level.upper())
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logs.JsonLines())
-    handlers: list[logging.Handler] = [stderr]
+    streams: list[TextIO] = [sys.stderr]
+    owned: list[TextIO] = []
     if log_file is not None and log_file.parent.is_dir():
-        handler = logging.FileHandler(log_file, encoding="utf-8")
-        handler.setFormatter(logs.JsonLines())
-        handlers.append(handler)
+        owned.append(logs.open_log_file(log_file))
+    handler = logs.BackgroundLog(streams + owned, owned=owned)
+    # Fields our JSON lines never show, which the logging module would otherwise compute for
+    # every record (the caller's source line, thread, process): per request, on the event loop.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         logger.setLevel(level)
         logger.propagate = False
-        for h in handlers:
-            logger.addHandler(h)
-    return handlers
+        logger.addHandler(handler)
+    return [handler]
 
 
 def detach_logging(handlers: list[logging.Handler]) -> None:
@@ -138,9 +145,16 @@ def serve(
         timeout_graceful_shutdown=10,
     )
     server = _Server(config)
+    epochs: EpochWatcher = app.state.epochs
+    # Everything built so far lives as long as the process: keep it out of the collector's
+    # full passes, which would otherwise walk it again and again while requests wait.
+    gc.collect()
+    gc.freeze()
     try:
+        epochs.start()
         announce(f"runas server listening on {url_of(settings, sock)}")
         asyncio.run(server.serve(sockets=[sock]))
     finally:
+        epochs.stop()
         sock.close()
         runtime.close()

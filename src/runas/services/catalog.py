@@ -143,7 +143,7 @@ def account_infos(
 
 
 @dataclass(frozen=True)
-class _Content:
+class Content:
     """What a catalog holds that does not depend on the computers asked about."""
 
     hierarchy: ClassHierarchy
@@ -153,7 +153,7 @@ class _Content:
     targeted_classes: dict[str, frozenset[str]]
 
 
-def _content(session: Session, wanted: frozenset[str] | None) -> _Content:
+def content(session: Session, wanted: frozenset[str] | None) -> Content:
     h = hierarchy(session)
     assocs = associations_for(session, wanted)
     stmt = select(ProfileRow)
@@ -166,7 +166,7 @@ def _content(session: Session, wanted: frozenset[str] | None) -> _Content:
             for a in lst
             if a.target_kind is TargetKind.GROUP and a.target is not None
         }
-    return _Content(
+    return Content(
         hierarchy=h,
         groups=group_catalog(session, h, groups),
         profiles={r.id: convert.profile_def(r) for r in session.scalars(stmt)},
@@ -191,10 +191,10 @@ class CatalogCache:
         self._size = size
         self._lock = threading.Lock()
         self._epoch = -1
-        self._entries: OrderedDict[frozenset[str] | None, _Content] = OrderedDict()
+        self._entries: OrderedDict[frozenset[str] | None, Content] = OrderedDict()
 
-    def content(self, session: Session, wanted: frozenset[str] | None) -> _Content:
-        epoch = int(lookup.setting(session, lookup.EPOCH_KEY, 0))
+    def content(self, session: Session, wanted: frozenset[str] | None) -> Content:
+        epoch = lookup.epoch(session)
         with self._lock:
             if epoch > self._epoch:
                 self._epoch = epoch
@@ -203,7 +203,7 @@ class CatalogCache:
             if found is not None:
                 self._entries.move_to_end(wanted)
                 return found
-        found = _content(session, wanted)
+        found = content(session, wanted)
         with self._lock:
             if epoch == self._epoch:
                 self._entries[wanted] = found
@@ -223,16 +223,16 @@ def load(
     the given computers (any computer when None). With ``cache``, content is reused while the
     resolution epoch stays the same; accounts and computers are always read."""
     wanted = None if profile_ids is None else frozenset({*profile_ids, DEFAULT_ACTION_PROFILE})
-    content = _content(session, wanted) if cache is None else cache.content(session, wanted)
+    found = content(session, wanted) if cache is None else cache.content(session, wanted)
     accounts = account_infos(
-        session, (a.account_id for lst in content.associations.values() for a in lst), computers
+        session, (a.account_id for lst in found.associations.values() for a in lst), computers
     )
     return Catalog(
-        hierarchy=content.hierarchy,
-        groups=content.groups,
-        profiles=content.profiles,
+        hierarchy=found.hierarchy,
+        groups=found.groups,
+        profiles=found.profiles,
         accounts=accounts,
-        associations=content.associations,
-        targeted_classes=content.targeted_classes,
+        associations=found.associations,
+        targeted_classes=found.targeted_classes,
         computers=_Computers(session),
     )

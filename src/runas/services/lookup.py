@@ -22,6 +22,9 @@ from runas.storage.tables import (
 )
 
 EPOCH_KEY = "resolution_epoch"
+#: ``session.info`` key under which :func:`bump_epoch` leaves the epoch it wrote, so that the
+#: process can learn about its own change as soon as it commits (``Runtime.on_epoch``)
+EPOCH_WRITTEN = "runas.epoch_written"
 
 
 def account(session: Session, ref: str, *, for_update: bool = False) -> AccountRow:
@@ -136,7 +139,13 @@ def bump_epoch(session: Session) -> int:
     else:
         epoch = int(row.value) + 1
         row.value = epoch
+    session.info[EPOCH_WRITTEN] = epoch
     return epoch
+
+
+def epoch(session: Session) -> int:
+    """The management group's resolution epoch as this transaction sees it."""
+    return int(setting(session, EPOCH_KEY, 0) or 0)
 
 
 __all__ = ["COMPUTER_CLASS"]

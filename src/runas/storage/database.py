@@ -16,6 +16,7 @@ URL is never shown (see :func:`mask_url`).
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,8 @@ from runas.errors import ConfigurationError
 SQLITE_FILENAME = "runas.db"
 #: How long a SQLite connection waits for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_MS = 5000
+#: execution option of the engine behind read-only sessions
+_READ_ONLY = "runas_read_only"
 
 _SUPPORTED = "use sqlite:///<path> or postgresql://user@host/dbname"
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -99,7 +102,10 @@ def _configure_sqlite(engine: Engine) -> None:
     ourselves. ``BEGIN IMMEDIATE`` takes the write lock when the transaction starts: a
     read-then-write transaction can then never fail half-way with SQLITE_BUSY because another
     connection wrote in between (busy_timeout does not help in that case), at the cost of
-    serialising transactions, which suits the single-server deployments SQLite is meant for.
+    serialising writing transactions, which suits the single-server deployments SQLite is
+    meant for. A transaction opened read-only (``Database.session(read_only=True)``) begins
+    deferred instead: in WAL mode readers never wait for the writer nor block it, and see one
+    consistent snapshot from their first read.
     """
 
     @event.listens_for(engine, "connect")
@@ -117,7 +123,8 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -142,6 +149,10 @@ class Database:
             ) from None
         self.engine: Engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_lock = threading.Lock() if self.backend == "sqlite" else None
+        self._read_sessions = sessionmaker(
+            engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
+        )
 
     @property
     def backend(self) -> str:
@@ -154,9 +165,21 @@ class Database:
         return mask_url(self.url)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session in one transaction: commit on success, rollback on exception."""
-        with self._sessions() as session, session.begin():
+    def session(self, *, read_only: bool = False) -> Iterator[Session]:
+        """A session in one transaction: commit on success, rollback on exception.
+
+        ``read_only`` promises that the transaction only reads. On SQLite it then does not take
+        the write lock (see :func:`_configure_sqlite`); a write in it may fail with "database is
+        locked" under contention. On PostgreSQL it changes nothing."""
+        if read_only or self._write_lock is None:
+            factory = self._read_sessions if read_only else self._sessions
+            with factory() as session, session.begin():
+                yield session
+            return
+        # SQLite has one writer at a time. Threads of this process queue here for it instead
+        # of in SQLite's busy handler, which polls with sleeps of up to 100 ms (a p99 of
+        # seconds under a few concurrent writers); other processes still wait in SQLite.
+        with self._write_lock, self._sessions() as session, session.begin():
             yield session
 
     def check_connection(self) -> None:
