@@ -8,5 +8,12 @@ Building blocks, each usable and testable on its own:
 * :mod:`runas.agent.probes` — the probes that run workflows, starting with ``command``;
 * :mod:`runas.agent.scrub` — every output scrubbed of the secrets the agent holds before it leaves.
 
+The agent process (``runas agent run``, contract in ``docs/agents.md``) is built from them:
+:mod:`~runas.agent.settings` (``agent.toml`` + ``RUNAS_AGENT_*``), :mod:`~runas.agent.identity`
+(data directory, keys, certificate), :mod:`~runas.agent.client` (mTLS to the management servers,
+failover), :mod:`~runas.agent.config` (typed configuration, sealed bundle, cache),
+:mod:`~runas.agent.scheduler` and :mod:`~runas.agent.worker` (runs), :mod:`~runas.agent.main`
+(the loop) and :mod:`~runas.agent.cli` (the entry point).
+
 The Run As health those probes feed is pure domain logic, in :mod:`runas.domain.health`.
 """
