@@ -33,6 +33,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -500,11 +501,168 @@ class AuditRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+# -- agents (issue 4): enrolment, the management group's keys, state, Run As health, alerts ---
+
+
+class AgentRow(Base):
+    """An agent: enrolled (pending), approved (holds a certificate) or rejected. The id is its
+    computer's name. Removing an agent deletes its row: its certificate is refused from then on
+    (``cert_serial`` must match the row's), and it can enrol again with new keys."""
+
+    __tablename__ = "agents"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    #: the agent's HPKE public key (X25519, 32 bytes): what its bundles are sealed to
+    hpke_public_key: Mapped[bytes] = mapped_column(LargeBinary)
+    #: SHA-256 (hex) of the TLS public key the agent enrolled with (SubjectPublicKeyInfo)
+    tls_key_sha256: Mapped[str] = mapped_column(String(64))
+    csr_pem: Mapped[str] = mapped_column(Text)
+    cert_serial: Mapped[str | None] = mapped_column(String(64))
+    cert_pem: Mapped[str | None] = mapped_column(Text)
+    cert_not_after: Mapped[datetime | None]
+    agent_version: Mapped[str] = mapped_column(String(64), default="")
+    management_server: Mapped[bool] = mapped_column(default=False)
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    enrolled_from: Mapped[str] = mapped_column(String(128), default="")
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None]
+    last_seen_at: Mapped[datetime | None]
+    last_seen_from: Mapped[str] = mapped_column(String(128), default="")
+    last_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    row_version: Mapped[int] = mapped_column()
+
+    __mapper_args__ = {"version_id_col": row_version}  # noqa: RUF012
+
+
+class EnrolmentTokenRow(Base):
+    """A one-time enrolment token for one computer: an agent that presents it is approved at
+    once. Only a SHA-256 of the token is stored."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    computer: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+
+
+class GroupKeyRow(Base):
+    """A key of the management group itself (the agent CA): certificate in clear, private key
+    sealed under the keyring like a secret (envelope AAD account id 0, reserved)."""
+
+    __tablename__ = "group_keys"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    cert_pem: Mapped[str] = mapped_column(Text)
+    kek_id: Mapped[str] = mapped_column(String(64))
+    wrapped_dek: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MonitorStateRow(Base):
+    """The latest result of one workflow for one object, as its agent reported it."""
+
+    __tablename__ = "monitor_states"
+
+    object_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("objects.id", ondelete="CASCADE"), primary_key=True
+    )
+    workflow_id: Mapped[str] = mapped_column(primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None]
+    timed_out: Mapped[bool] = mapped_column(default=False)
+    perf: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    secret_version: Mapped[int | None]
+    ran_at: Mapped[datetime]
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AgentEventRow(Base):
+    """An event a workflow emitted (already scrubbed by the agent)."""
+
+    __tablename__ = "agent_events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    object_name: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH))
+    workflow_id: Mapped[str]
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+
+
+class AgentReportRow(Base):
+    """Reports already stored, by id: an agent that retries a report (to another server after
+    a failover) does not store it twice."""
+
+    __tablename__ = "agent_reports"
+
+    report_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(64), index=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class RunAsHealthRow(Base):
+    """Run As health of one account on one computer (domain.md §9), with what it is computed
+    from: when it was first seen needed but not distributed, and the latest probe report."""
+
+    __tablename__ = "run_as_health"
+
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True
+    )
+    computer: Mapped[str] = mapped_column(String(NAME_LENGTH), primary_key=True)
+    state: Mapped[str] = mapped_column(String(32), default="ok")
+    message: Mapped[str] = mapped_column(Text, default="")
+    since: Mapped[datetime] = mapped_column(default=utcnow)
+    missing_since: Mapped[datetime | None]
+    report_failure: Mapped[str | None] = mapped_column(String(32))
+    report_message: Mapped[str] = mapped_column(Text, default="")
+    report_at: Mapped[datetime | None]
+    report_secret_version: Mapped[int | None]
+
+
+class AlertRow(Base):
+    """An alert: opened and closed by the management group itself (Run As health, monitors).
+    At most one open alert per ``key`` (enforced by the code that opens them)."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH), index=True)
+    source: Mapped[str] = mapped_column(String(32))
+    computer: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    object_name: Mapped[str | None] = mapped_column(String(FULL_NAME_LENGTH))
+    state: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    opened_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
 __all__ = [
     "FULL_NAME_LENGTH",
     "NAME_LENGTH",
     "NAMING_CONVENTION",
     "AccountRow",
+    "AgentEventRow",
+    "AgentReportRow",
+    "AgentRow",
+    "AlertRow",
     "ApiTokenRow",
     "AssociationRow",
     "AuditRow",
@@ -512,12 +670,16 @@ __all__ = [
     "ClassRow",
     "DiscoveryClaimRow",
     "DistributionRow",
+    "EnrolmentTokenRow",
+    "GroupKeyRow",
     "GroupRow",
     "LoginFailureRow",
+    "MonitorStateRow",
     "ObjectRow",
     "PackRow",
     "ProfileRow",
     "RoleAssignmentRow",
+    "RunAsHealthRow",
     "SecretVersionRow",
     "SettingRow",
     "UTCDateTime",
