@@ -191,6 +191,7 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "cli_modes(*modes): run the module's CLI tests in these modes (local, remote)"
     )
     config.addinivalue_line("markers", "server: starts a real runas server process")
+    config.addinivalue_line("markers", "agents: starts real runas agent processes")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

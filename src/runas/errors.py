@@ -13,6 +13,8 @@
     ├── ConfigurationError          settings or data directory are wrong
     ├── Unauthenticated             no valid credentials (HTTP 401)
     ├── Forbidden                   authenticated, but the role does not allow it (HTTP 403)
+    │   ├── AgentRemoved            an agent certificate names no current agent
+    │   └── AgentNotApproved        an agent that is pending or rejected
     ├── TooManyRequests             rate limited, e.g. repeated failed logins (HTTP 429)
     └── ServerError                 a problem the server reported without details (HTTP 5xx)
 
@@ -120,6 +122,23 @@ class ServerError(RunAsError):
     status = 500
 
 
+# -- agents (services/agents.py): the agent matches these codes, the last segment of the
+# problem ``type``, and answers by erasing its secrets and enrolling again (docs/agents.md)
+
+
+class AgentRemoved(Forbidden):
+    """The certificate names an agent the management group no longer has (removed, or
+    enrolled again since with other keys)."""
+
+    code = "agent-removed"
+
+
+class AgentNotApproved(Forbidden):
+    """The agent exists but is not approved (pending or rejected)."""
+
+    code = "agent-not-approved"
+
+
 def _all_subclasses(cls: type[RunAsError]) -> list[type[RunAsError]]:
     out: list[type[RunAsError]] = []
     for sub in cls.__subclasses__():
@@ -141,6 +160,8 @@ def error_for(code: str, message: str) -> RunAsError:
 
 __all__ = [
     "AccountValidationError",
+    "AgentNotApproved",
+    "AgentRemoved",
     "AlreadyExists",
     "ConfigurationError",
     "Conflict",

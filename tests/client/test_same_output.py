@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cli import CliResult
+from support.cli import Cli, CliResult
 from support.server import Remote
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -42,6 +42,11 @@ READS: list[tuple[str, ...]] = [
     ("role", "list"),
     ("audit", "list", "--action", "account"),
     ("audit", "verify"),
+    # monitoring (the fixture records one agent report)
+    ("state", "show", INSTANCE_A),
+    ("alert", "list"),
+    ("alert", "list", "--all"),
+    ("health", "show", "a.contoso.com"),
 ]
 #: each read command also with --json, where it has it
 CASES = [args for read in READS for args in (read, (*read, "--json"))
@@ -59,7 +64,31 @@ def populated(remote: Remote) -> Remote:
     cli.ok("profile", "associate", PROFILE, "sql 1", "--object", INSTANCE_A)
     cli.ok("profile", "associate", PROFILE, "odd/name;x:y")
     cli.ok("distribution", "set", "sql 1", "--more-secure", "--computer", "a.contoso.com")
+    _agent_reports(cli)
     return remote
+
+
+def _agent_reports(cli: Cli) -> None:
+    """One report from a.contoso.com's agent: a failed logon with 'sql 1' (an alert)."""
+    from runas.runtime import Runtime
+    from runas.services import monitoring
+    from runas.settings import Settings
+
+    runtime = Runtime(Settings(data_dir=cli.data_dir, database_url=cli.db_url), env={})
+    result = {
+        "workflow": "Contoso.SQL.InstanceAvailability", "object": INSTANCE_A,
+        "started_at": "2025-06-01T12:00:00+00:00", "duration_s": 0.5, "state": "unknown",
+        "message": "cannot log on", "perf": {"ms": 3}, "account_id": 1, "secret_version": 1,
+        "auth_failure": {"kind": "logon-failed", "message": "login failed"},
+    }  # fmt: skip
+    report = monitoring.AgentReport.model_validate(
+        {"report_id": "same-output", "epoch": 1, "results": [result]}
+    )
+    try:
+        with runtime.unit_of_work() as uow:
+            assert monitoring.record_report(uow, "a.contoso.com", report) == 1
+    finally:
+        runtime.close()
 
 
 def local(remote: Remote, monkeypatch: pytest.MonkeyPatch, *args: str) -> CliResult:

@@ -16,6 +16,14 @@ from runas.storage.database import Database
 
 ALL_TABLES = {
     "accounts",
+    "agent_events",
+    "agent_reports",
+    "agents",
+    "alerts",
+    "enrolment_tokens",
+    "group_keys",
+    "monitor_states",
+    "run_as_health",
     "api_tokens",
     "associations",
     "audit_log",

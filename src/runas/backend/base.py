@@ -7,11 +7,19 @@ from typing import Protocol
 
 from runas.domain.accounts import DistributionMode
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
+from runas.services.agents import (
+    AgentCaView,
+    AgentView,
+    EnrolmentTokenCreate,
+    EnrolmentTokenCreated,
+)
+from runas.services.alerts import AlertView
 from runas.services.audit import AuditRecordView, AuditVerifyView
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
 from runas.services.keys import KeyView, Progress, RotateResult
+from runas.services.monitoring import ObjectStateView
 from runas.services.objects import GroupView, ObjectSummary, ObjectView
 from runas.services.packs import ImportResult, PackSummary, PackView
 from runas.services.profiles import (
@@ -22,6 +30,7 @@ from runas.services.profiles import (
     ProfileSummary,
     ProfileView,
 )
+from runas.services.run_as_health import HealthView
 from runas.services.setup import InitResult
 from runas.services.users import (
     PasswordChange,
@@ -114,5 +123,22 @@ class Backend(Protocol):
         limit: int,
     ) -> list[AuditRecordView]: ...
     def audit_verify(self) -> AuditVerifyView: ...
+
+    # monitoring: reported state, alerts, Run As health
+    def object_state(self, ref: str) -> ObjectStateView: ...
+    def alert_list(
+        self, include_closed: bool, computer: str | None, source: str | None, limit: int
+    ) -> list[AlertView]: ...
+    def health_show(self, computer: str) -> list[HealthView]: ...
+
+    # agents (services/agents.py)
+    def agent_list(self, status: str | None) -> list[AgentView]: ...
+    def agent_show(self, agent_id: str) -> AgentView: ...
+    def agent_approve(self, agent_id: str) -> AgentView: ...
+    def agent_reject(self, agent_id: str) -> AgentView: ...
+    def agent_remove(self, agent_id: str) -> str: ...
+    def agent_token_create(self, req: EnrolmentTokenCreate) -> EnrolmentTokenCreated: ...
+    #: the agent CA's certificate (the CA is created on first use)
+    def agent_ca(self) -> AgentCaView: ...
 
     def close(self) -> None: ...

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from runas.domain.accounts import DistributionMode
 from runas.runtime import Runtime
 from runas.services import (
     accounts,
+    agents,
+    alerts,
     audit,
     discovery,
     distribution,
     explain,
     keys,
+    monitoring,
     objects,
     packs,
     profiles,
+    run_as_health,
     setup,
     users,
 )
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
+from runas.services.agents import (
+    AgentCaView,
+    AgentView,
+    EnrolmentTokenCreate,
+    EnrolmentTokenCreated,
+)
+from runas.services.alerts import AlertView
 from runas.services.audit import AuditRecordView, AuditVerifyView
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
 from runas.services.keys import KeyView, Progress, RotateResult
+from runas.services.monitoring import ObjectStateView
 from runas.services.objects import GroupView, ObjectSummary, ObjectView
 from runas.services.packs import ImportResult, PackSummary, PackView
 from runas.services.profiles import (
@@ -35,6 +47,7 @@ from runas.services.profiles import (
     ProfileSummary,
     ProfileView,
 )
+from runas.services.run_as_health import HealthView
 from runas.services.setup import InitResult
 from runas.services.users import (
     PasswordChange,
@@ -239,6 +252,60 @@ class LocalBackend:
     def audit_verify(self) -> AuditVerifyView:
         with self.runtime.unit_of_work() as uow:
             return audit.verify(uow.session)
+
+    # monitoring: local mode sees every alert (no principal, no scope)
+
+    def object_state(self, ref: str) -> ObjectStateView:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return monitoring.object_state(uow.session, ref)
+
+    def alert_list(
+        self, include_closed: bool, computer: str | None, source: str | None, limit: int
+    ) -> list[AlertView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return alerts.list_alerts(
+                uow.session,
+                open_only=not include_closed,
+                computer=computer,
+                source=source,
+                limit=limit,
+            )
+
+    def health_show(self, computer: str) -> list[HealthView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return run_as_health.health_show(uow.session, computer)
+
+    # agents
+
+    def agent_list(self, status: str | None) -> list[AgentView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return agents.list_agents(uow.session, status)
+
+    def agent_show(self, agent_id: str) -> AgentView:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return agents.show(uow.session, agent_id)
+
+    def agent_approve(self, agent_id: str) -> AgentView:
+        with self.runtime.unit_of_work() as uow:
+            return agents.approve(uow, agent_id)
+
+    def agent_reject(self, agent_id: str) -> AgentView:
+        with self.runtime.unit_of_work() as uow:
+            return agents.reject(uow, agent_id)
+
+    def agent_remove(self, agent_id: str) -> str:
+        with self.runtime.unit_of_work() as uow:
+            return agents.remove(uow, agent_id)
+
+    def agent_token_create(self, req: EnrolmentTokenCreate) -> EnrolmentTokenCreated:
+        with self.runtime.unit_of_work() as uow:
+            return agents.create_enrolment_token(
+                uow, req.computer, timedelta(seconds=req.expires_in)
+            )
+
+    def agent_ca(self) -> AgentCaView:
+        with self.runtime.unit_of_work() as uow:
+            return agents.ca_view(uow)
 
     def close(self) -> None:
         self.runtime.close()

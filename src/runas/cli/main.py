@@ -21,7 +21,9 @@ from sqlalchemy.exc import DBAPIError
 from runas import __version__, logs
 from runas.cli import output
 from runas.cli.commands import accounts, admin, content, login, profiles, resolution, users
+from runas.cli.commands import agents as agent_commands
 from runas.cli.commands import audit as audit_commands
+from runas.cli.commands import monitoring as monitoring_commands
 from runas.cli.commands import server as server_command
 from runas.cli.state import CliState, state
 from runas.errors import RunAsError
@@ -97,9 +99,15 @@ def build_app() -> typer.Typer:
     app.add_typer(users.roles, name="role")
     app.add_typer(users.tokens, name="token")
     app.add_typer(audit_commands.app, name="audit")
+    # monitoring: reported state, alerts, Run As health
+    app.add_typer(monitoring_commands.state, name="state")
+    app.add_typer(monitoring_commands.alerts, name="alert")
+    app.add_typer(monitoring_commands.health, name="health")
     app.command("login")(login.login)
     app.command("logout")(login.logout)
     app.command("server")(server_command.server)
+    # agents: enrolment, approval, tokens, the agent CA; and 'runas agent run'
+    app.add_typer(agent_commands.app, name="agent")
     return app
 
 

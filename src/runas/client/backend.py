@@ -15,11 +15,19 @@ from runas.client.transport import DEFAULT_TIMEOUT, ApiClient, segment
 from runas.domain.accounts import DistributionMode
 from runas.errors import ConfigurationError, InvalidInput, ServerError
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
+from runas.services.agents import (
+    AgentCaView,
+    AgentView,
+    EnrolmentTokenCreate,
+    EnrolmentTokenCreated,
+)
+from runas.services.alerts import AlertView
 from runas.services.audit import AuditRecordView, AuditVerifyView
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
 from runas.services.keys import KeyView, Progress, RotateResult
+from runas.services.monitoring import ObjectStateView
 from runas.services.objects import GroupView, ObjectSummary, ObjectView
 from runas.services.packs import ImportResult, PackSummary, PackView
 from runas.services.profiles import (
@@ -30,6 +38,7 @@ from runas.services.profiles import (
     ProfileSummary,
     ProfileView,
 )
+from runas.services.run_as_health import HealthView
 from runas.services.setup import InitResult
 from runas.services.users import (
     PasswordChange,
@@ -288,6 +297,48 @@ class HttpBackend:
     def audit_verify(self) -> AuditVerifyView:
         data = self.api.call("GET", "/audit/verify", timeout=LONG_TIMEOUT)
         return self.api.one(AuditVerifyView, data)
+
+    # monitoring
+
+    def object_state(self, ref: str) -> ObjectStateView:
+        data = self.api.call("GET", f"/objects/{segment(ref)}/state")
+        return self.api.one(ObjectStateView, data)
+
+    def alert_list(
+        self, include_closed: bool, computer: str | None, source: str | None, limit: int
+    ) -> list[AlertView]:
+        query = {"all": include_closed, "computer": computer, "source": source, "limit": limit}
+        return self.api.many(AlertView, self.api.call("GET", "/alerts", query=query))
+
+    def health_show(self, computer: str) -> list[HealthView]:
+        data = self.api.call("GET", f"/computers/{segment(computer)}/health")
+        return self.api.many(HealthView, data)
+
+    # agents
+
+    def agent_list(self, status: str | None) -> list[AgentView]:
+        return self.api.many(AgentView, self.api.call("GET", "/agents", query={"status": status}))
+
+    def agent_show(self, agent_id: str) -> AgentView:
+        return self.api.one(AgentView, self.api.call("GET", f"/agents/{segment(agent_id)}"))
+
+    def agent_approve(self, agent_id: str) -> AgentView:
+        data = self.api.call("POST", f"/agents/{segment(agent_id)}/approve")
+        return self.api.one(AgentView, data)
+
+    def agent_reject(self, agent_id: str) -> AgentView:
+        data = self.api.call("POST", f"/agents/{segment(agent_id)}/reject")
+        return self.api.one(AgentView, data)
+
+    def agent_remove(self, agent_id: str) -> str:
+        return _field(self.api.call("DELETE", f"/agents/{segment(agent_id)}"), "removed", str)
+
+    def agent_token_create(self, req: EnrolmentTokenCreate) -> EnrolmentTokenCreated:
+        data = self.api.call("POST", "/enrolment-tokens", body=req)
+        return self.api.one(EnrolmentTokenCreated, data)
+
+    def agent_ca(self) -> AgentCaView:
+        return self.api.one(AgentCaView, self.api.call("GET", "/agent-ca"))
 
     def close(self) -> None:
         self.api.close()

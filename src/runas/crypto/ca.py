@@ -315,22 +315,7 @@ class CertificateAuthority:
     ) -> x509.Certificate:
         """Check that ``certificate`` (object, PEM or DER) is an end-entity certificate signed by
         this CA and valid at ``now`` (the CA too); return it, else raise ``InvalidInput``."""
-        cert = _as_certificate(certificate)
-        moment = _as_utc(now)
-        try:
-            cert.verify_directly_issued_by(self._certificate)
-            is_ca = _is_ca(cert)
-        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-            is_ca = None
-        if is_ca is None:
-            raise InvalidInput("certificate was not issued by this certificate authority")
-        if is_ca:
-            # The CA's own certificate is "directly issued by" itself; it is no agent.
-            raise InvalidInput("certificate is a certificate authority, not an end entity")
-        for checked in (cert, self._certificate):
-            if not checked.not_valid_before_utc <= moment <= checked.not_valid_after_utc:
-                raise InvalidInput("certificate is expired or not yet valid")
-        return cert
+        return verify_issued(self._certificate, certificate, now=now)
 
     def _issue(
         self,
@@ -371,6 +356,42 @@ class CertificateAuthority:
             )
             .sign(self._key, hashes.SHA256())
         )
+
+
+# -- without the CA's key -----------------------------------------------------------------------
+
+
+def verify_issued(
+    ca_certificate: x509.Certificate, certificate: x509.Certificate | bytes, *, now: datetime
+) -> x509.Certificate:
+    """:meth:`CertificateAuthority.verify_issued` with the CA certificate alone (a server that
+    checks agents needs no private key): ``certificate`` is an end-entity certificate signed by
+    ``ca_certificate``, and both are valid at ``now``; return it, else raise ``InvalidInput``."""
+    cert = _as_certificate(certificate)
+    moment = _as_utc(now)
+    try:
+        cert.verify_directly_issued_by(ca_certificate)
+        is_ca = _is_ca(cert)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        is_ca = None
+    if is_ca is None:
+        raise InvalidInput("certificate was not issued by this certificate authority")
+    if is_ca:
+        # The CA's own certificate is "directly issued by" itself; it is no agent.
+        raise InvalidInput("certificate is a certificate authority, not an end entity")
+    for checked in (cert, ca_certificate):
+        if not checked.not_valid_before_utc <= moment <= checked.not_valid_after_utc:
+            raise InvalidInput("certificate is expired or not yet valid")
+    return cert
+
+
+def load_csr(csr_pem: bytes) -> x509.CertificateSigningRequest:
+    """A PEM certificate signing request whose signature verifies and whose key the CA would
+    certify (what :meth:`CertificateAuthority.issue_agent_certificate` checks), else
+    ``InvalidInput``: enrolment refuses a request the CA could never approve."""
+    csr = _load_csr(csr_pem)
+    _check_public_key(csr.public_key())
+    return csr
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -472,7 +493,9 @@ __all__ = [
     "agent_id_of",
     "check_agent_id",
     "generate_tls_key",
+    "load_csr",
     "load_tls_key",
     "make_csr",
     "tls_key_to_pem",
+    "verify_issued",
 ]

@@ -20,12 +20,14 @@ from runas.server.middleware import BodyLimit, Observe
 from runas.server.principals import PrincipalCache
 from runas.server.routes import (
     accounts,
+    agents,
     audit,
     auth,
     discovery,
     distribution,
     health,
     keys,
+    monitoring,
     objects,
     packs,
     profiles,
@@ -128,12 +130,14 @@ def create_app(runtime: Runtime, settings: ServerSettings) -> FastAPI:
         distribution,
         packs,
         discovery,
+        monitoring,  # before objects: /objects/{ref:path} would also match …/state
         objects,
         profiles,
         keys,
         audit,
         users,
         tokens,
+        agents,
     ):
         _add_routes(app, module.build(settings))
     _add_routes(app, health.build(settings, metrics))

@@ -119,12 +119,16 @@ class Rule:
 
     permission: Permission | None
     action: AuditAction | None = None
+    #: an agent authenticated by its client certificate (the agent listener's routes)
+    agent: bool = False
 
     @property
     def public(self) -> bool:
-        return self.permission is None
+        return self.permission is None and not self.agent
 
     def describe(self) -> str:
+        if self.agent:
+            return "agent certificate"
         return "public" if self.permission is None else self.permission.value
 
 

@@ -17,8 +17,9 @@ import sys
 import threading
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -121,6 +122,29 @@ def url_of(settings: ServerSettings, sock: socket.socket) -> str:
     return f"{'https' if settings.tls else 'http'}://{shown}:{port}"
 
 
+class _QuietServer(uvicorn.Server):
+    """A second listener in the same loop: the main server owns the signals and tells it
+    when to stop."""
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _uvicorn_config(app: Any, **extra: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        # Our own access log (JSON, route templates, no query strings) replaces uvicorn's.
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        # No lifespan events: the runtime is built before and closed after serving.
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+        **extra,
+    )
+
+
 def serve(
     runtime: Runtime,
     settings: ServerSettings,
@@ -131,30 +155,76 @@ def serve(
     runtime.ensure_initialised()
     check_tls(settings)
     app = create_app(runtime, settings)
-    sock = bind(settings.host, settings.port)
-    config = uvicorn.Config(
-        app,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        # Our own access log (JSON, route templates, no query strings) replaces uvicorn's.
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        # No lifespan events: the runtime is built before and closed after serving.
-        lifespan="off",
-        timeout_graceful_shutdown=10,
-    )
-    server = _Server(config)
     epochs: EpochWatcher = app.state.epochs
-    # Everything built so far lives as long as the process: keep it out of the collector's
-    # full passes, which would otherwise walk it again and again while requests wait.
-    gc.collect()
-    gc.freeze()
+    sock = bind(settings.host, settings.port)
+    server = _Server(
+        _uvicorn_config(
+            app,
+            ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+            ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        )
+    )
+    agent_sock: socket.socket | None = None
+    agent_server: uvicorn.Server | None = None
+    sweeper: Any = None
     try:
+        if settings.agent_port is not None:
+            # Imported here: the agent side (HPKE, the CA, reports, Run As health) is not
+            # needed by a server that does not accept agents.
+            from runas.server.agent_app import create_agent_app
+            from runas.server.agent_listener import prepare_tls, ssl_options
+            from runas.services.run_as_health import HealthSweeper
+
+            files = prepare_tls(
+                runtime,
+                runtime.settings.data_dir / "agent-listener",
+                hostnames=settings.resolved_agent_hostnames,
+            )
+            agent_app = create_agent_app(
+                runtime, settings, epochs=epochs, metrics=app.state.metrics
+            )
+            agent_sock = bind(settings.agent_host or settings.host, settings.agent_port)
+            agent_server = _QuietServer(_uvicorn_config(agent_app, **ssl_options(files)))
+            sweeper = HealthSweeper(
+                runtime,
+                interval_s=settings.health_interval,
+                grace=timedelta(seconds=settings.credentials_grace),
+            )
+        # Everything built so far lives as long as the process: keep it out of the
+        # collector's full passes, which would otherwise walk it again and again while
+        # requests wait.
+        gc.collect()
+        gc.freeze()
         epochs.start()
+        if sweeper is not None:
+            sweeper.start()
         announce(f"runas server listening on {url_of(settings, sock)}")
-        asyncio.run(server.serve(sockets=[sock]))
+        if agent_sock is not None:
+            host, port = agent_sock.getsockname()[:2]
+            announce(f"runas agent listener on https://{host}:{port}")
+        asyncio.run(_serve_all(server, sock, agent_server, agent_sock))
     finally:
+        if sweeper is not None:
+            sweeper.stop()
         epochs.stop()
         sock.close()
+        if agent_sock is not None:
+            agent_sock.close()
         runtime.close()
+
+
+async def _serve_all(
+    server: uvicorn.Server,
+    sock: socket.socket,
+    agent_server: uvicorn.Server | None,
+    agent_sock: socket.socket | None,
+) -> None:
+    if agent_server is None or agent_sock is None:
+        await server.serve(sockets=[sock])
+        return
+    agents = asyncio.create_task(agent_server.serve(sockets=[agent_sock]))
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        agent_server.should_exit = True
+        await agents

@@ -7,11 +7,13 @@ from, in one line, like :func:`runas.settings.load_settings`.
 from __future__ import annotations
 
 import os
+import re
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runas.errors import ConfigurationError
@@ -38,12 +40,40 @@ class ServerSettings(BaseSettings):
     #: lifetime of the session token that ``POST /login`` returns
     session_token_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     log_level: LogLevel = "info"
+    #: the agents' listener (TLS always, mutual TLS after enrolment; docs/agents.md). Off
+    #: unless set: which port agents reach is a decision (SCOM's agents use 5723).
+    agent_port: int | None = Field(default=None, ge=0, le=65535)
+    #: its address (default: ``host``)
+    agent_host: str | None = None
+    #: names and addresses in the agent listener's certificate (default: its host, localhost
+    #: and 127.0.0.1)
+    agent_hostnames: list[str] = Field(default_factory=list)
+    # Run As health (services/run_as_health.py): seconds, or a duration such as 30s, 5m, 1h
+    #: how often every computer's Run As health is re-evaluated
+    health_interval: float = 30.0
+    #: how long an account may be needed but not distributed before "credentials not found"
+    credentials_grace: float = 300.0
+
+    @field_validator("health_interval", "credentials_grace", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        return _seconds(value)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be given together")
         return self
+
+    @property
+    def resolved_agent_hostnames(self) -> list[str]:
+        if self.agent_hostnames:
+            return list(self.agent_hostnames)
+        host = self.agent_host or self.host
+        names = [host, "localhost", "127.0.0.1"]
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
+            names = [socket.getfqdn(), "localhost", "127.0.0.1"]
+        return list(dict.fromkeys(names))
 
     @property
     def tls(self) -> bool:
@@ -66,6 +96,25 @@ class ServerSettings(BaseSettings):
         # Init arguments carry command-line flags and the config file's [server] table
         # (merged by load_server_settings); the environment sits between the two.
         return init_settings, env_settings
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(value: object) -> float:
+    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` (must be > 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    if not 0 < seconds < float("inf"):
+        raise ValueError("must be longer than 0s")
+    return seconds
 
 
 def _server_table(path: Path) -> dict[str, Any]:

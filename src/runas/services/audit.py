@@ -114,8 +114,27 @@ class AuditAction(StrEnum):
     AUTH_LOGIN = "auth:login"
     AUTH_LOGOUT = "auth:logout"
 
+    # monitoring: agent reports, Run As health alerts (services/monitoring.py, run_as_health.py)
+    #: an agent's report had output scrubbed: counts per workflow, never the values
+    AGENT_OUTPUT_SCRUBBED = "agent:output-scrubbed"
+    #: an agent's report carried a discovery snapshot that was refused (details: why)
+    AGENT_DISCOVERY_REFUSED = "agent:discovery-refused"
+    ALERT_OPEN = "alert:open"
+    ALERT_CLOSE = "alert:close"
+
     #: a mutating API request refused or failed before any service named it more precisely
     API_REQUEST = "api:request"
+
+    # agents: enrolment, approval, the management group's CA (services/agents.py)
+    #: an agent asked to join (a new request, or new details of a pending one)
+    AGENT_ENROL = "agent:enrol"
+    AGENT_APPROVE = "agent:approve"
+    AGENT_REJECT = "agent:reject"
+    AGENT_REMOVE = "agent:remove"
+    #: an approved agent's certificate was issued again (it was close to its end)
+    AGENT_RENEW = "agent:renew"
+    AGENT_TOKEN_CREATE = "agent:token-create"  # noqa: S105 - an event tag
+    AGENT_CA_CREATE = "agent:ca-create"
 
 
 class AuditTrailBroken(RunAsError):

@@ -91,10 +91,19 @@ def _check_properties(h: ClassHierarchy, o: DiscoveredObject, where: str) -> dic
     return props
 
 
-def submit(uow: UnitOfWork, payload: DiscoveryPayload) -> DiscoveryResult:
+def submit(
+    uow: UnitOfWork, payload: DiscoveryPayload, *, only_computer: str | None = None
+) -> DiscoveryResult:
+    """``only_computer``: an agent's own discovery (services/monitoring.py): the snapshot must
+    be scoped to that computer and every object must be hosted on it (or be it), else
+    InvalidInput before anything is written."""
     s = uow.session
     h = catalog_loader.hierarchy(s)
     scope = payload.computer or ""
+    if only_computer is not None and scope != only_computer:
+        raise InvalidInput(
+            f"discovery from {only_computer} must be scoped to it (computer: {only_computer})"
+        )
 
     # Validate everything and work out full names first: nothing is written for bad input.
     planned: list[tuple[str, DiscoveredObject, list[str], dict[str, Any]]] = []
@@ -125,6 +134,9 @@ def submit(uow: UnitOfWork, payload: DiscoveryPayload) -> DiscoveryResult:
                 )
             segments = [*host_segments, *own]
         name = full_name(o.class_id, segments)
+        # The first segment of every full name is its computer's name (names.py).
+        if only_computer is not None and segments[0] != only_computer:
+            raise InvalidInput(f"{where}: {name} is not hosted on {only_computer}")
         if name in by_name:
             raise InvalidInput(f"{where}: {name} is listed twice")
         by_name[name] = (o, segments)

@@ -18,8 +18,9 @@ from runas.crypto.keyring import Keyring, KeyringSource
 from runas.errors import DecryptionError, InUse, KeyringError, NotFound, RunAsError
 from runas.runtime import Runtime
 from runas.services import audit
+from runas.services.agents import GROUP_KEY_ACCOUNT_ID, GROUP_KEY_VERSION
 from runas.services.audit import AuditAction, Outcome
-from runas.storage.tables import AccountRow, SecretVersionRow
+from runas.storage.tables import AccountRow, GroupKeyRow, SecretVersionRow
 
 Progress = Callable[[int, int], None]
 BATCH = 200
@@ -161,6 +162,7 @@ def _rewrap_audited(
 
 def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> int:
     active = keyring.active_id
+    _rewrap_group_keys(rt, keyring)
     with rt.database.session() as s:
         total = (
             s.scalar(
@@ -206,6 +208,44 @@ def _rewrap_all(rt: Runtime, keyring: Keyring, progress: Progress | None) -> int
     return done
 
 
+# -- the management group's own keys (the agent CA, services/agents.py) ----------------------
+#
+# Sealed like a secret version at the envelope place reserved for them (account id 0,
+# version 1). Few and small: re-wrapped in one transaction, before the secret versions, and
+# not counted in ``rewrapped`` (which counts secret versions).
+
+
+def _rewrap_group_keys(rt: Runtime, keyring: Keyring) -> None:
+    with rt.database.session() as s:
+        rows = s.scalars(
+            select(GroupKeyRow).where(GroupKeyRow.kek_id != keyring.active_id).with_for_update()
+        )
+        for row in rows:
+            sealed = SealedSecret(row.kek_id, bytes(row.wrapped_dek), bytes(row.ciphertext))
+            try:
+                new = rewrap(
+                    keyring,
+                    account_id=GROUP_KEY_ACCOUNT_ID,
+                    version=GROUP_KEY_VERSION,
+                    sealed=sealed,
+                )
+            except DecryptionError:
+                raise DecryptionError(
+                    f"the management group key {row.name!r} could not be decrypted; "
+                    "rotation stopped before any secret version"
+                ) from None
+            row.kek_id = new.kek_id
+            row.wrapped_dek = new.wrapped_dek
+
+
+def _group_key_count(rt: Runtime, key_id: str) -> int:
+    with rt.database.session() as s:
+        count = s.scalar(
+            select(func.count()).select_from(GroupKeyRow).where(GroupKeyRow.kek_id == key_id)
+        )
+    return int(count or 0)
+
+
 def retire(
     rt: Runtime, key_id: str, *, actor: str | None = None, source: str = "local"
 ) -> list[KeyView]:
@@ -221,6 +261,11 @@ def retire(
         if still:
             raise InUse(
                 f"{still} secret version(s) are still wrapped by {key_id}: run 'runas key rewrap'"
+            )
+        if _group_key_count(rt, key_id):
+            raise InUse(
+                f"the management group's agent CA key is still wrapped by {key_id}: "
+                "run 'runas key rewrap'"
             )
         keyring.retire(key_id)
         keyring_source.save(keyring)

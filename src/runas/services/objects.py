@@ -20,6 +20,9 @@ from runas.storage.tables import DiscoveryClaimRow, GroupRow, ObjectRow
 MAX_LIST = 10_000
 MAX_MEMBERS_SHOWN = 1_000
 
+#: whether an object is inside a caller's role scope
+ScopeTest = Callable[[ObjectRecord], bool]
+
 
 class ObjectSummary(BaseModel):
     id: int
@@ -58,6 +61,16 @@ def _scope_test(session: Session, scope: frozenset[str]) -> Callable[[ObjectReco
     groups = catalog_loader.group_catalog(session, h, scope)
     present = [g for g in sorted(scope) if g in groups]
     return lambda rec: any(groups.membership(g, rec) is not None for g in present)
+
+
+def visible_to(session: Session, scope: frozenset[str] | None, row: ObjectRow) -> bool:
+    """Whether an object is inside a caller's role scope (None: unscoped, sees everything)."""
+    return scope is None or _scope_test(session, scope)(convert.object_record(row))
+
+
+def visibility(session: Session, scope: frozenset[str] | None) -> ScopeTest | None:
+    """The scope test for many objects at once (None: unscoped, sees everything)."""
+    return None if scope is None else _scope_test(session, scope)
 
 
 def list_objects(

@@ -30,12 +30,20 @@ def server(
         int | None,
         typer.Option("--port", help="Port (default 8765; 0 picks a free one; RUNAS_PORT)."),
     ] = None,
+    agent_port: Annotated[
+        int | None,
+        typer.Option(
+            "--agent-port",
+            help="Also listen for agents on this port (TLS; 0 picks a free one; "
+            "RUNAS_AGENT_PORT). Off by default.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the REST API until SIGTERM or Ctrl-C. Configure with the server table of
     runas.toml or RUNAS_* variables; create the first administrator with 'runas user add NAME
     --role administrator'."""
     core = state(ctx).settings
-    settings = load_server_settings(core, {"host": host, "port": port})
+    settings = load_server_settings(core, {"host": host, "port": port, "agent_port": agent_port})
     runtime = Runtime(core)
     handlers = configure_logging(settings, core.resolved_log_file)
     try:

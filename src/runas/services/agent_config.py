@@ -1,0 +1,158 @@
+"""What an agent receives: its workflows with the account each resolves to, and one sealed
+bundle holding exactly the secrets meant for it (docs/agents.md, domain.md §11).
+
+The bundle holds an account's secret only if the account is **distributed** to the agent's
+computer (more secure: approved there; less secure: every agent) **and used** by one of the
+workflows that run there. Resolution decides "used" (``explain.computer_config``): a workflow
+whose account is not distributed does not run, and its account's secret is not sent. Every
+secret decrypted for a bundle is audited (``account:secret-use``, purpose names the agent).
+
+A configuration is a function of the resolution epoch (every change that can alter it bumps
+the epoch, approvals and removals of agents included), so its ETag is the epoch and a server
+keeps the last one it built per agent (:class:`AgentConfigCache`): an unchanged poll costs a
+dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from runas.crypto.sealing import Bundle, BundleEntry, seal_bundle
+from runas.domain.classes import ClassHierarchy
+from runas.errors import NotFound
+from runas.runtime import UnitOfWork
+from runas.services import accounts, explain, lookup
+from runas.services import catalog as catalog_loader
+from runas.services.catalog import CatalogCache
+from runas.storage.tables import AccountRow, AgentRow, ObjectRow, WorkflowRow
+
+
+@dataclass(frozen=True)
+class BuiltConfig:
+    agent_id: str
+    epoch: int
+    etag: str
+    body: bytes
+    #: (account id, secret version) of each secret in the bundle
+    delivered: tuple[tuple[int, int], ...]
+
+
+def etag_of(epoch: int) -> str:
+    return f'"{epoch}"'
+
+
+def _schedule(raw: dict[str, Any] | None) -> dict[str, float] | None:
+    if not raw:
+        return None
+    return {
+        "interval_s": float(raw["interval_seconds"]),
+        "spread_s": float(raw.get("spread_seconds", 0)),
+        "timeout_s": float(raw.get("timeout_seconds", 300)),
+    }
+
+
+def _properties(h: ClassHierarchy, row: ObjectRow) -> dict[str, Any]:
+    """The object's properties with its key properties by name (``{instance}`` in a probe's
+    arguments): what discovery said about it, nothing secret."""
+    keys = dict(zip(h.key_properties(row.class_id), row.key_values, strict=False))
+    return {**dict(row.properties or {}), **keys}
+
+
+def build(uow: UnitOfWork, agent: AgentRow, *, catalogs: CatalogCache | None = None) -> BuiltConfig:
+    """The configuration document of ``agent`` as of this transaction's epoch."""
+    s = uow.session
+    epoch = lookup.epoch(s)
+    try:
+        view = explain.computer_config(s, agent.id, catalogs=catalogs)
+    except NotFound:  # enrolled before its computer was discovered: nothing to run yet
+        view = None
+    workflows: list[dict[str, Any]] = []
+    entries: list[BundleEntry] = []
+    if view is not None:
+        h = catalog_loader.hierarchy(s)
+        wf_rows = {r.id: r for r in s.scalars(select(WorkflowRow))}
+        obj_rows = {
+            r.id: r for r in s.scalars(select(ObjectRow).where(ObjectRow.computer_name == agent.id))
+        }
+        account_ids = {e.account_id for e in view.entries if e.account_id is not None}
+        acc_rows = {
+            r.id: r for r in s.scalars(select(AccountRow).where(AccountRow.id.in_(account_ids)))
+        }
+        for e in view.entries:
+            w = wf_rows[e.workflow]
+            if w.kind == "task":
+                continue  # tasks run on demand, not from the configuration
+            o = obj_rows[e.object_id]
+            account = None
+            if e.account_id is not None and e.outcome != "action-account":
+                a = acc_rows[e.account_id]
+                account = {
+                    "id": a.id,
+                    "name": a.name,
+                    "type": a.type,
+                    "secret_version": a.current_version,
+                    "public": dict(a.public_fields),
+                }
+            workflows.append(
+                {
+                    "workflow": w.id,
+                    "kind": w.kind,
+                    "object": o.full_name,
+                    "object_id": o.id,
+                    "properties": _properties(h, o),
+                    "probe": {"type": w.probe_type, "config": dict(w.probe_config or {})},
+                    "schedule": _schedule(w.schedule),
+                    "runs": e.runs,
+                    "outcome": e.outcome,
+                    "detail": e.detail,
+                    "account": account,
+                }
+            )
+        for d in view.accounts:
+            if not d.receives_secret:
+                continue
+            fields = accounts.decrypt_secrets(
+                uow, d.id, d.secret_version, purpose=f"configuration of agent {agent.id}"
+            )
+            entries.append(BundleEntry(d.id, d.secret_version, d.type, fields))
+    bundle = Bundle(agent.id, epoch, tuple(entries))
+    sealed = seal_bundle(agent.hpke_public_key, bundle)
+    etag = etag_of(epoch)
+    doc = {
+        "agent": agent.id,
+        "epoch": epoch,
+        "etag": etag,
+        "workflows": workflows,
+        "bundle": base64.b64encode(sealed).decode("ascii"),
+    }
+    body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    return BuiltConfig(agent.id, epoch, etag, body, tuple(e.key for e in bundle.entries))
+
+
+class AgentConfigCache:
+    """The last configuration built per agent. Thread-safe; entries of an older epoch are
+    ignored by readers (:meth:`get` is given the epoch the caller vouches for)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, BuiltConfig] = {}
+
+    def get(self, agent_id: str, epoch: int) -> BuiltConfig | None:
+        found = self._entries.get(agent_id)
+        return found if found is not None and found.epoch == epoch else None
+
+    def put(self, built: BuiltConfig) -> None:
+        with self._lock:
+            current = self._entries.get(built.agent_id)
+            if current is None or current.epoch <= built.epoch:
+                self._entries[built.agent_id] = built
+
+    def forget(self, agent_id: str) -> None:
+        with self._lock:
+            self._entries.pop(agent_id, None)
