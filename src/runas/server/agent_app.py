@@ -30,7 +30,7 @@ from runas.server.security import DirectRoute, Rule, client_source, rules_of
 from runas.server.settings import ServerSettings
 from runas.services import agent_config, agents, lookup, monitoring
 from runas.services.agent_config import AgentConfigCache, BuiltConfig
-from runas.services.catalog import CatalogCache
+from runas.services.resolution_memory import ResolutionMemory
 from runas.storage.tables import AgentRow
 
 AGENT_PREFIX = "/agent/v1"
@@ -97,7 +97,12 @@ def _limit_for(settings: ServerSettings) -> Any:
 
 
 def create_agent_app(
-    runtime: Runtime, settings: ServerSettings, *, epochs: EpochWatcher, metrics: Metrics
+    runtime: Runtime,
+    settings: ServerSettings,
+    *,
+    epochs: EpochWatcher,
+    metrics: Metrics,
+    memory: ResolutionMemory,
 ) -> FastAPI:
     app = FastAPI(
         title="runas agent endpoint",
@@ -111,7 +116,6 @@ def create_agent_app(
     app.state.epochs = epochs
     app.state.identities = AgentIdentities()
     app.state.configs = AgentConfigCache()
-    catalogs = CatalogCache()
 
     @app.get(f"{AGENT_PREFIX}/ca")
     def ca_certificate(_: Annotated[None, public_rule()]) -> Response:
@@ -135,7 +139,7 @@ def create_agent_app(
             row = uow.session.get(AgentRow, caller.agent_id)
             if row is None or row.status != "approved":
                 raise AgentRemoved(f"agent {caller.agent_id} is no longer in this management group")
-            built = agent_config.build(uow, row, catalogs=catalogs)
+            built = agent_config.build(uow, row, memory=memory)
             agents.touch(uow.session, row.id, now=uow.now, source=caller.source, epoch=built.epoch)
         return built
 

@@ -181,7 +181,11 @@ def serve(
                 hostnames=settings.resolved_agent_hostnames,
             )
             agent_app = create_agent_app(
-                runtime, settings, epochs=epochs, metrics=app.state.metrics
+                runtime,
+                settings,
+                epochs=epochs,
+                metrics=app.state.metrics,
+                memory=app.state.resolution,
             )
             agent_sock = bind(settings.agent_host or settings.host, settings.agent_port)
             agent_server = _QuietServer(_uvicorn_config(agent_app, **ssl_options(files)))

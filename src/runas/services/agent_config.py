@@ -25,11 +25,10 @@ from sqlalchemy import select
 
 from runas.crypto.sealing import Bundle, BundleEntry, seal_bundle
 from runas.domain.classes import ClassHierarchy
-from runas.errors import NotFound
+from runas.domain.resolution import Outcome, resolve_workflow
 from runas.runtime import UnitOfWork
-from runas.services import accounts, explain, lookup
-from runas.services import catalog as catalog_loader
-from runas.services.catalog import CatalogCache
+from runas.services import accounts, convert, explain
+from runas.services.resolution_memory import ResolutionMemory
 from runas.storage.tables import AccountRow, AgentRow, ObjectRow, WorkflowRow
 
 
@@ -64,34 +63,55 @@ def _properties(h: ClassHierarchy, row: ObjectRow) -> dict[str, Any]:
     return {**dict(row.properties or {}), **keys}
 
 
-def build(uow: UnitOfWork, agent: AgentRow, *, catalogs: CatalogCache | None = None) -> BuiltConfig:
-    """The configuration document of ``agent`` as of this transaction's epoch."""
+def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> BuiltConfig:
+    """The configuration document of ``agent`` as of this transaction's epoch.
+
+    Resolution reads the server's :class:`ResolutionMemory` view of the epoch (content,
+    workflows, the computer's accounts and approvals), so a configuration costs the objects of
+    one computer, the accounts it uses, and the decryption of their secrets."""
     s = uow.session
-    epoch = lookup.epoch(s)
-    try:
-        view = explain.computer_config(s, agent.id, catalogs=catalogs)
-    except NotFound:  # enrolled before its computer was discovered: nothing to run yet
-        view = None
+    view = memory.view(s)
+    epoch = view.epoch
+    objects = list(
+        s.scalars(
+            select(ObjectRow).where(ObjectRow.computer_name == agent.id).order_by(ObjectRow.id)
+        )
+    )
     workflows: list[dict[str, Any]] = []
     entries: list[BundleEntry] = []
-    if view is not None:
-        h = catalog_loader.hierarchy(s)
+    if objects:
+        cat = view.catalog_for(s, agent.id)
+        h = cat.hierarchy
         wf_rows = {r.id: r for r in s.scalars(select(WorkflowRow))}
-        obj_rows = {
-            r.id: r for r in s.scalars(select(ObjectRow).where(ObjectRow.computer_name == agent.id))
-        }
-        account_ids = {e.account_id for e in view.entries if e.account_id is not None}
+        runs_as: dict[int, int] = {}  # account id -> secret version, for the bundle
+        planned = []
+        for o in objects:
+            record = convert.object_record(o)
+            for w in sorted(
+                explain.applicable(list(view.workflows.values()), h, record.class_id),
+                key=lambda w: w.id,
+            ):
+                if w.kind.value == "task":
+                    continue  # tasks run on demand, not from the configuration
+                res = resolve_workflow(w, record, cat)
+                own = res.outcome is Outcome.ACCOUNT and res.account is not None
+                if own and res.runs and res.account is not None:
+                    runs_as[res.account.id] = res.account.secret_version
+                planned.append((o, w, res, own))
         acc_rows = {
-            r.id: r for r in s.scalars(select(AccountRow).where(AccountRow.id.in_(account_ids)))
+            r.id: r
+            for r in s.scalars(
+                select(AccountRow).where(
+                    AccountRow.id.in_(
+                        {r.account.id for _, _, r, own in planned if own and r.account}
+                    )
+                )
+            )
         }
-        for e in view.entries:
-            w = wf_rows[e.workflow]
-            if w.kind == "task":
-                continue  # tasks run on demand, not from the configuration
-            o = obj_rows[e.object_id]
+        for o, w, res, own in planned:
             account = None
-            if e.account_id is not None and e.outcome != "action-account":
-                a = acc_rows[e.account_id]
+            if own and res.account is not None:
+                a = acc_rows[res.account.id]
                 account = {
                     "id": a.id,
                     "name": a.name,
@@ -99,28 +119,27 @@ def build(uow: UnitOfWork, agent: AgentRow, *, catalogs: CatalogCache | None = N
                     "secret_version": a.current_version,
                     "public": dict(a.public_fields),
                 }
+            row = wf_rows[w.id]
             workflows.append(
                 {
                     "workflow": w.id,
-                    "kind": w.kind,
+                    "kind": w.kind.value,
                     "object": o.full_name,
                     "object_id": o.id,
                     "properties": _properties(h, o),
                     "probe": {"type": w.probe_type, "config": dict(w.probe_config or {})},
-                    "schedule": _schedule(w.schedule),
-                    "runs": e.runs,
-                    "outcome": e.outcome,
-                    "detail": e.detail,
+                    "schedule": _schedule(row.schedule),
+                    "runs": res.runs,
+                    "outcome": res.outcome.value,
+                    "detail": explain.describe_outcome(res),
                     "account": account,
                 }
             )
-        for d in view.accounts:
-            if not d.receives_secret:
-                continue
+        for account_id, version in sorted(runs_as.items()):
             fields = accounts.decrypt_secrets(
-                uow, d.id, d.secret_version, purpose=f"configuration of agent {agent.id}"
+                uow, account_id, version, purpose=f"configuration of agent {agent.id}"
             )
-            entries.append(BundleEntry(d.id, d.secret_version, d.type, fields))
+            entries.append(BundleEntry(account_id, version, acc_rows[account_id].type, fields))
     bundle = Bundle(agent.id, epoch, tuple(entries))
     sealed = seal_bundle(agent.hpke_public_key, bundle)
     etag = etag_of(epoch)

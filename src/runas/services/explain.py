@@ -129,14 +129,12 @@ class ComputerConfigView(BaseModel):
     problems: list[ConfigEntry]
 
 
-def _applicable(
-    workflows: list[WorkflowDef], h: ClassHierarchy, class_id: str
-) -> list[WorkflowDef]:
+def applicable(workflows: list[WorkflowDef], h: ClassHierarchy, class_id: str) -> list[WorkflowDef]:
     ancestors = set(h.ancestors(class_id))
     return [w for w in workflows if w.enabled and w.target in ancestors]
 
 
-def _detail(res: Resolution) -> str:
+def describe_outcome(res: Resolution) -> str:
     if res.outcome is Outcome.CONFLICT:
         return "conflict: " + ", ".join(f"#{a.id} {a.account_name}" for a in res.conflicting)
     if res.outcome is Outcome.UNRESOLVED:
@@ -168,7 +166,7 @@ def computer_config(
     entries: list[ConfigEntry] = []
     used: set[int] = set()
     for obj in objects:
-        for w in sorted(_applicable(workflows, cat.hierarchy, obj.class_id), key=lambda w: w.id):
+        for w in sorted(applicable(workflows, cat.hierarchy, obj.class_id), key=lambda w: w.id):
             res = resolve_workflow(w, obj, cat)
             if res.runs and res.account is not None:
                 used.add(res.account.id)
@@ -184,7 +182,7 @@ def computer_config(
                     account_id=res.account.id if res.account else None,
                     account=res.account.name if res.account else None,
                     secret_version=res.account.secret_version if res.account else None,
-                    detail=_detail(res),
+                    detail=describe_outcome(res),
                 )
             )
     distributed = session.scalars(
