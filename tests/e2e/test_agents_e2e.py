@@ -31,6 +31,8 @@ PROFILE = "Contoso.SQL.MonitoringProfile"
 WORKFLOW = "Contoso.SQL.CredentialCheck"
 COMPUTERS = ["a.contoso.com", "b.contoso.com", "c.contoso.com", "d.contoso.com", "e.contoso.com"]
 #: seeds' example: account 1 → A (object), 2 → production group (B, C), 3 → everything else
+#: the management server's own computer: it runs an embedded agent
+MANAGEMENT_SERVER = "ms1.contoso.com"
 EXPECTED = {"a.contoso.com": 1, "b.contoso.com": 2, "c.contoso.com": 2, "d.contoso.com": 3}
 
 
@@ -98,7 +100,14 @@ def passwords(group: Group) -> dict[int, str]:
 
 @pytest.fixture
 def server(group: Group, passwords: dict[int, str]) -> Iterator[Server]:
-    s = start_server(group, env={"RUNAS_CREDENTIALS_GRACE": "2", "RUNAS_HEALTH_INTERVAL": "0.5"})
+    s = start_server(
+        group,
+        env={
+            "RUNAS_CREDENTIALS_GRACE": "2",
+            "RUNAS_HEALTH_INTERVAL": "0.5",
+            "RUNAS_COMPUTER_NAME": MANAGEMENT_SERVER,
+        },
+    )
     try:
         yield s
     finally:
@@ -161,6 +170,13 @@ def test_the_seeds_example_runs_on_real_agents(
     # Each agent's bundle holds exactly its own account (the manifest is readable without
     # the key): A has 1, B and C have 2, D has 3.
     ids = {n: _account_id(group, f"SQL account {n}") for n in (1, 2, 3)}
+    # The management server runs its own agent, registered without an administrator (it holds
+    # the CA), which discovered its own computer: credentials can be distributed to it too.
+    wait_for("the server's own agent", lambda: MANAGEMENT_SERVER in _agents(group, "approved"))
+    wait_for(
+        "the server's computer discovered by its agent",
+        lambda: MANAGEMENT_SERVER in group.run("object", "list", "--class", "System.Computer"),
+    )
     for computer, n in EXPECTED.items():
         assert [a for a, _ in _cached_manifest(agents[computer])] == [ids[n]], computer
 

@@ -180,7 +180,11 @@ class Agent:
         stop_event: threading.Event,
         client_factory: ClientFactory = default_client,
         clock: Callable[[], float] = time.monotonic,
+        log_to_file: bool = True,
     ) -> None:
+        #: False for an agent embedded in a management server: it logs through the server's
+        #: handlers instead of adding its own file to the process's "runas" logger
+        self.log_to_file = log_to_file
         self.settings = settings
         self.stop_event = stop_event
         self._client_factory = client_factory
@@ -353,7 +357,7 @@ class Agent:
         settings = self.settings
         identity = load_identity(settings.data_dir, settings.agent_id)
         self.identity = identity
-        handler = configure_file_logging(settings.resolved_log_file)
+        handler = configure_file_logging(settings.resolved_log_file) if self.log_to_file else None
         scheduler_thread: threading.Thread | None = None
         client: ManagementClient | None = None
         try:

@@ -167,6 +167,7 @@ def serve(
     agent_sock: socket.socket | None = None
     agent_server: uvicorn.Server | None = None
     sweeper: Any = None
+    embedded: Any = None
     try:
         if settings.agent_port is not None:
             # Imported here: the agent side (HPKE, the CA, reports, Run As health) is not
@@ -206,8 +207,23 @@ def serve(
         if agent_sock is not None:
             host, port = agent_sock.getsockname()[:2]
             announce(f"runas agent listener on https://{host}:{port}")
+            if settings.embedded_agent:
+                from runas.server.embedded_agent import EmbeddedAgent
+
+                # It connects once the loop below serves; until then it retries.
+                embedded = EmbeddedAgent(
+                    runtime,
+                    name=settings.resolved_computer_name,
+                    agent_url=f"https://localhost:{port}",
+                    ca_file=runtime.settings.data_dir / "agent-listener" / "agent-ca.pem",
+                    data_dir=runtime.settings.data_dir / "server-agent",
+                    poll_interval=5.0,
+                )
+                embedded.start()
         asyncio.run(_serve_all(server, sock, agent_server, agent_sock))
     finally:
+        if embedded is not None:
+            embedded.stop()
         if sweeper is not None:
             sweeper.stop()
         epochs.stop()

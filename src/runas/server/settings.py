@@ -48,6 +48,11 @@ class ServerSettings(BaseSettings):
     #: names and addresses in the agent listener's certificate (default: its host, localhost
     #: and 127.0.0.1)
     agent_hostnames: list[str] = Field(default_factory=list)
+    #: run this server's own agent (with the agent listener), so credentials can be
+    #: distributed to management servers like to any computer
+    embedded_agent: bool = True
+    #: this server's computer name, its agent id (default: the host's FQDN)
+    computer_name: str | None = None
     # Run As health (services/run_as_health.py): seconds, or a duration such as 30s, 5m, 1h
     #: how often every computer's Run As health is re-evaluated
     health_interval: float = 30.0
@@ -74,6 +79,10 @@ class ServerSettings(BaseSettings):
         if host in ("0.0.0.0", "::"):  # noqa: S104 - naming the wildcard, not binding it
             names = [socket.getfqdn(), "localhost", "127.0.0.1"]
         return list(dict.fromkeys(names))
+
+    @property
+    def resolved_computer_name(self) -> str:
+        return (self.computer_name or socket.getfqdn()).strip().lower()
 
     @property
     def tls(self) -> bool:
