@@ -284,3 +284,26 @@ def test_canary_passwords_appear_nowhere(
 def _encodings(secret: str) -> list[bytes]:
     raw = secret.encode()
     return [raw, base64.b64encode(raw), raw.hex().encode()]
+
+
+def test_an_agent_fails_over_to_another_management_server(
+    group: Group, server: Server, passwords: dict[int, str]
+) -> None:
+    """Two management servers on one database; the agent knows both. When the one it uses
+    dies (kill -9), it carries on through the other: its workflow keeps running and its
+    results keep arriving, each stored once."""
+    second = start_server(group, env={"RUNAS_EMBEDDED_AGENT": "false"})
+    d = start_agent(group, "d.contoso.com", [server.agent_url, second.agent_url])
+    try:
+        wait_for("D pending", lambda: "d.contoso.com" in _agents(group, "pending"))
+        group.run("agent", "approve", "d.contoso.com")
+        wait_for("D to run as account 3", lambda: _ran_as(group, "d.contoso.com", 3, passwords[3]))
+        server.kill9()
+        before = _state_text(group, "d.contoso.com")
+        wait_for("D's results through the second server",
+                 lambda: _state_text(group, "d.contoso.com") != before)  # fmt: skip
+        assert _ran_as(group, "d.contoso.com", 3, passwords[3])
+        assert "/agent/v1/reports" in second.log.read_text()
+    finally:
+        d.stop()
+        second.stop()
