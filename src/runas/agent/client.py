@@ -51,6 +51,8 @@ from runas.errors import (
 )
 
 AGENT_PREFIX = "/agent/v1"
+#: how long an idle connection to a server is kept (the agent listener keeps it as long)
+KEEPALIVE_S = 120.0
 DEFAULT_TIMEOUT_S = 15.0
 #: problem types (last segment) that mean "this agent may no longer talk to the group"
 REVOKED_PROBLEMS = frozenset({"agent-removed", "agent-not-approved"})
@@ -186,6 +188,9 @@ class ManagementClient:
                 timeout=self._timeout,
                 follow_redirects=False,
                 headers={"User-Agent": "runas-agent"},
+                # Keep the TLS connection between polls (every 30 s by default): a handshake
+                # per poll would cost the server more than the poll itself.
+                limits=httpx.Limits(keepalive_expiry=KEEPALIVE_S),
             )
             for server in self._servers
         ]

@@ -19,16 +19,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from runas import __version__
-from runas.errors import AgentRemoved
+from runas.errors import AgentNotApproved, AgentRemoved
 from runas.runtime import Runtime
 from runas.server import problems
-from runas.server.agent_listener import AgentIdentities, require_certificate
+from runas.server.agent_listener import AgentIdentities, KnownAgent, require_certificate
 from runas.server.epochs import EpochWatcher
 from runas.server.metrics import Metrics
 from runas.server.middleware import BodyLimit, Observe
 from runas.server.security import DirectRoute, Rule, client_source, rules_of
 from runas.server.settings import ServerSettings
-from runas.services import agent_config, agents, lookup, monitoring
+from runas.services import agent_config, agents, monitoring
 from runas.services.agent_config import AgentConfigCache, BuiltConfig
 from runas.services.resolution_memory import ResolutionMemory
 from runas.storage.tables import AgentRow
@@ -40,18 +40,28 @@ PEM = "application/x-pem-file"
 
 @dataclass
 class AgentCaller:
-    """A request from an approved agent, identified by its client certificate."""
+    """A request from an agent, identified by its client certificate."""
 
     agent_id: str
+    serial: str
     runtime: Runtime
     source: str
+    der: bytes
+
+    def check(self, row: AgentRow | None) -> AgentRow:
+        """The agent's row, if it is still approved with the certificate it presented."""
+        if row is None or row.cert_serial != self.serial:
+            raise AgentRemoved(f"agent {self.agent_id} is no longer in this management group")
+        if row.status != "approved":
+            raise AgentNotApproved(f"agent {self.agent_id} is not approved")
+        return row
 
 
-def _identify(runtime: Runtime, der: bytes, source: str) -> tuple[str, int]:
+def _identify(runtime: Runtime, der: bytes, source: str) -> KnownAgent:
     with runtime.unit_of_work(actor="system:agent-listener", source=source, read_only=True) as uow:
-        epoch = lookup.epoch(uow.session)
         row = agents.identify(uow.session, der, now=uow.now)
-        return row.id, epoch
+        assert row.cert_serial is not None
+        return KnownAgent(row.id, row.cert_serial)
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,12 @@ class _AgentRule(Rule):
         runtime: Runtime = state.runtime
         source = client_source(request)
         identities: AgentIdentities = state.identities
-        epoch = state.epochs.known()
-        known = identities.get(der, epoch) if epoch is not None else None
+        known = identities.get(der)
         if known is None:
-            found, seen = await run_in_threadpool(_identify, runtime, der, source)
-            identities.put(der, seen, found)
-            known = found
-        request.state.actor = f"agent:{known}"
-        return AgentCaller(known, runtime, source)
+            known = await run_in_threadpool(_identify, runtime, der, source)
+            identities.put(der, known)
+        request.state.actor = f"agent:{known.agent_id}"
+        return AgentCaller(known.agent_id, known.serial, runtime, source, der)
 
 
 @dataclass(frozen=True)
@@ -133,14 +141,21 @@ def create_agent_app(
             return agents.enrol(uow, req)
 
     configs: AgentConfigCache = app.state.configs
+    identities: AgentIdentities = app.state.identities
 
     def build(caller: AgentCaller) -> BuiltConfig:
-        with runtime.unit_of_work(actor=f"agent:{caller.agent_id}", source=caller.source) as uow:
-            row = uow.session.get(AgentRow, caller.agent_id)
-            if row is None or row.status != "approved":
-                raise AgentRemoved(f"agent {caller.agent_id} is no longer in this management group")
+        actor = f"agent:{caller.agent_id}"
+        # Built in a read-only transaction (many at once, no write lock); the secrets' uses
+        # and the agent's last contact are written in one short transaction after, which
+        # must commit before anything is sent.
+        with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
+            row = caller.check(uow.session.get(AgentRow, caller.agent_id))
             built = agent_config.build(uow, row, memory=memory)
-            agents.touch(uow.session, row.id, now=uow.now, source=caller.source, epoch=built.epoch)
+        with runtime.unit_of_work(actor=actor, source=caller.source) as uow:
+            agent_config.record_delivery(uow, built)
+            agents.touch(
+                uow.session, caller.agent_id, now=uow.now, source=caller.source, epoch=built.epoch
+            )
         return built
 
     def answer(request: Request, built: BuiltConfig) -> Response:
@@ -157,7 +172,11 @@ def create_agent_app(
             built = configs.get(caller.agent_id, epoch)
             if built is not None:
                 return answer(request, built)
-        built = await run_in_threadpool(build, caller)
+        try:
+            built = await run_in_threadpool(build, caller)
+        except (AgentRemoved, AgentNotApproved):
+            identities.forget(caller.der)
+            raise
         configs.put(built)
         return answer(request, built)
 
@@ -168,6 +187,7 @@ def create_agent_app(
         caller: Annotated[AgentCaller, agent_rule()], report: monitoring.AgentReport
     ) -> dict[str, int]:
         with runtime.unit_of_work(actor=f"agent:{caller.agent_id}", source=caller.source) as uow:
+            caller.check(uow.session.get(AgentRow, caller.agent_id))
             return {"accepted": monitoring.record_report(uow, caller.agent_id, report)}
 
     problems.install(app)

@@ -95,28 +95,37 @@ def _is_ip(value: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class KnownAgent:
+    agent_id: str
+    #: the serial of the certificate it presented (hex), checked against the agent's row
+    serial: str
+
+
 class AgentIdentities:
-    """Which approved agent a client certificate stands for, remembered per resolution epoch:
-    approving, rejecting and removing agents bump the epoch, so an identity checked at epoch N
-    holds while the group is at N. Keys are certificate fingerprints."""
+    """Which agent a client certificate names, by certificate fingerprint: the chain and the
+    name are verified once per certificate. Whether that agent is *still* approved with *that*
+    certificate is checked against its row whenever its configuration is built — which every
+    change of agents forces, since approving, rejecting and removing bump the epoch — and by
+    every report. Bounded: past ``size`` certificates it forgets them all."""
 
-    def __init__(self) -> None:
+    def __init__(self, size: int = 100_000) -> None:
+        self._size = size
         self._lock = threading.Lock()
-        self._epoch = -1
-        self._known: dict[bytes, str] = {}
+        self._known: dict[bytes, KnownAgent] = {}
 
-    def get(self, der: bytes, epoch: int) -> str | None:
-        if epoch != self._epoch:
-            return None
+    def get(self, der: bytes) -> KnownAgent | None:
         return self._known.get(hashlib.sha256(der).digest())
 
-    def put(self, der: bytes, epoch: int, agent_id: str) -> None:
+    def put(self, der: bytes, known: KnownAgent) -> None:
         with self._lock:
-            if epoch > self._epoch:
-                self._epoch = epoch
-                self._known = {}
-            if epoch == self._epoch:
-                self._known[hashlib.sha256(der).digest()] = agent_id
+            if len(self._known) >= self._size:
+                self._known.clear()
+            self._known[hashlib.sha256(der).digest()] = known
+
+    def forget(self, der: bytes) -> None:
+        with self._lock:
+            self._known.pop(hashlib.sha256(der).digest(), None)
 
 
 def require_certificate(scope: Scope) -> bytes:
@@ -140,6 +149,7 @@ def ssl_options(files: AgentFiles) -> dict[str, Any]:
 __all__ = [
     "AgentFiles",
     "AgentIdentities",
+    "KnownAgent",
     "PeerCertProtocol",
     "client_cert_of",
     "prepare_tls",

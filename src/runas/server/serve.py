@@ -189,7 +189,10 @@ def serve(
                 memory=app.state.resolution,
             )
             agent_sock = bind(settings.agent_host or settings.host, settings.agent_port)
-            agent_server = _QuietServer(_uvicorn_config(agent_app, **ssl_options(files)))
+            agent_server = _QuietServer(
+                # Agents keep their connection between polls (runas.agent.client.KEEPALIVE_S).
+                _uvicorn_config(agent_app, timeout_keep_alive=120, **ssl_options(files))
+            )
             sweeper = HealthSweeper(
                 runtime,
                 interval_s=settings.health_interval,

@@ -143,20 +143,36 @@ def decrypt_secrets(
     validation of an update). Never returned by an API or printed by the CLI.
 
     Every use is audited (``account:secret-use`` with ``purpose``) in ``uow``'s transaction."""
+    data = decrypt_unaudited(uow, account_id, version)
+    if data:
+        record_secret_use(uow, account_id, version, purpose=purpose, fields=sorted(data))
+    return data
+
+
+def decrypt_unaudited(uow: UnitOfWork, account_id: int, version: int) -> dict[str, str]:
+    """:func:`decrypt_secrets` without its audit record, for a caller that records the use
+    itself (:func:`record_secret_use`) in a later transaction **before** the secret leaves
+    the server (an agent's configuration is built in a read-only transaction, so that many
+    can be built at once, and its uses are written in one short write)."""
     sv = uow.session.get(SecretVersionRow, (account_id, version))
     if sv is None:
         return {}
     sealed = SealedSecret(kek_id=sv.kek_id, wrapped_dek=sv.wrapped_dek, ciphertext=sv.ciphertext)
     plaintext = open_secret(uow.keyring(), account_id=account_id, version=version, sealed=sealed)
     data: dict[str, str] = json.loads(plaintext)
+    return data
+
+
+def record_secret_use(
+    uow: UnitOfWork, account_id: int, version: int, *, purpose: str, fields: list[str]
+) -> None:
     name = uow.session.scalar(select(AccountRow.name).where(AccountRow.id == account_id))
     audit.record(
         uow,
         AuditAction.ACCOUNT_SECRET_USE,
         name or str(account_id),
-        {"secret_version": version, "purpose": purpose, "fields": sorted(data)},
+        {"secret_version": version, "purpose": purpose, "fields": fields},
     )
-    return data
 
 
 def add(uow: UnitOfWork, req: AccountCreate) -> AccountView:

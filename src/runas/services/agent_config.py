@@ -40,6 +40,8 @@ class BuiltConfig:
     body: bytes
     #: (account id, secret version) of each secret in the bundle
     delivered: tuple[tuple[int, int], ...]
+    #: (account id, version, field names) of each secret decrypted into it, to be audited
+    uses: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
 
 
 def etag_of(epoch: int) -> str:
@@ -64,7 +66,8 @@ def _properties(h: ClassHierarchy, row: ObjectRow) -> dict[str, Any]:
 
 
 def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> BuiltConfig:
-    """The configuration document of ``agent`` as of this transaction's epoch.
+    """The configuration document of ``agent`` as of this transaction's epoch (which may be
+    read-only: the secrets' uses are audited by :func:`record_delivery`).
 
     Resolution reads the server's :class:`ResolutionMemory` view of the epoch (content,
     workflows, the computer's accounts and approvals), so a configuration costs the objects of
@@ -79,6 +82,7 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
     )
     workflows: list[dict[str, Any]] = []
     entries: list[BundleEntry] = []
+    uses: list[tuple[int, int, tuple[str, ...]]] = []
     if objects:
         cat = view.catalog_for(s, agent.id)
         h = cat.hierarchy
@@ -136,10 +140,10 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
                 }
             )
         for account_id, version in sorted(runs_as.items()):
-            fields = accounts.decrypt_secrets(
-                uow, account_id, version, purpose=f"configuration of agent {agent.id}"
-            )
+            # Recorded by record_delivery before the configuration leaves the server.
+            fields = accounts.decrypt_unaudited(uow, account_id, version)
             entries.append(BundleEntry(account_id, version, acc_rows[account_id].type, fields))
+            uses.append((account_id, version, tuple(sorted(fields))))
     bundle = Bundle(agent.id, epoch, tuple(entries))
     sealed = seal_bundle(agent.hpke_public_key, bundle)
     etag = etag_of(epoch)
@@ -151,7 +155,23 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
         "bundle": base64.b64encode(sealed).decode("ascii"),
     }
     body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-    return BuiltConfig(agent.id, epoch, etag, body, tuple(e.key for e in bundle.entries))
+    return BuiltConfig(
+        agent.id, epoch, etag, body, tuple(e.key for e in bundle.entries), tuple(uses)
+    )
+
+
+def record_delivery(uow: UnitOfWork, built: BuiltConfig) -> None:
+    """Audit each secret in ``built`` (``account:secret-use``): in a transaction of its own
+    that must commit before the configuration is sent — if it cannot be written, the agent
+    gets an error, not the secrets."""
+    for account_id, version, fields in built.uses:
+        accounts.record_secret_use(
+            uow,
+            account_id,
+            version,
+            purpose=f"configuration of agent {built.agent_id}",
+            fields=list(fields),
+        )
 
 
 class AgentConfigCache:

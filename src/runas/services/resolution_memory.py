@@ -115,6 +115,7 @@ class ResolutionMemory:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._building = threading.Lock()
         self._view: EpochView | None = None
 
     def explain_known(
@@ -151,6 +152,19 @@ class ResolutionMemory:
         current = self._view
         if current is not None and current.epoch == epoch:
             return current
+        # One thread builds the new epoch's view; the others (every agent polls after a
+        # change) wait for it instead of each reading the same content.
+        with self._building:
+            current = self._view
+            if current is not None and current.epoch == epoch:
+                return current
+            made = self._build(session, epoch)
+            with self._lock:
+                if self._view is None or self._view.epoch < epoch:
+                    self._view = made
+            return made
+
+    def _build(self, session: Session, epoch: int) -> EpochView:
         made = EpochView(
             epoch=epoch,
             content=catalog_loader.content(session, None),
@@ -160,7 +174,4 @@ class ResolutionMemory:
         made.account_ids = tuple(
             sorted({a.account_id for lst in made.content.associations.values() for a in lst})
         )
-        with self._lock:
-            if self._view is None or self._view.epoch < epoch:
-                self._view = made
         return made
