@@ -158,10 +158,20 @@ def contexts(creds: dict[str, tuple[bytes, bytes]], ca: Path, work: Path) -> lis
 async def get_config(
     host: str, port: int, agent: SimAgent, streams: Streams | None = None
 ) -> tuple[int, Streams]:
-    if streams is None:
-        streams = await asyncio.open_connection(
-            host, port, ssl=agent.context, server_hostname="localhost"
-        )
+    """One poll on the agent's connection; a connection the server closed (idle longer than
+    its keep-alive) is opened again, as the real agent's HTTP client does."""
+    if streams is not None:
+        try:
+            return await _poll(agent, streams)
+        except (ConnectionError, asyncio.IncompleteReadError, IndexError):
+            streams[1].close()
+    streams = await asyncio.open_connection(
+        host, port, ssl=agent.context, server_hostname="localhost"
+    )
+    return await _poll(agent, streams)
+
+
+async def _poll(agent: SimAgent, streams: Streams) -> tuple[int, Streams]:
     reader, writer = streams
     headers = "GET /agent/v1/config HTTP/1.1\r\nHost: localhost\r\n"
     if agent.etag:

@@ -139,7 +139,10 @@ class Database:
         self.url: URL = _normalise(url)
         try:
             if self.url.get_backend_name() == "sqlite":
-                engine = create_engine(self.url, echo=echo)
+                # As many pooled connections as the server has worker threads (40) and then
+                # some: a connection opened per request beyond the pool would run the PRAGMAs
+                # and open the WAL again every time.
+                engine = create_engine(self.url, echo=echo, pool_size=48, max_overflow=16)
                 _configure_sqlite(engine)
             else:
                 engine = create_engine(self.url, echo=echo, pool_pre_ping=True)
