@@ -80,7 +80,7 @@ function init(args)
   account = "bench-" .. id
   body = '{"account": "' .. account .. '", "target_kind": "all"}'
   -- wrk.format does not add the -H headers to a request given its own headers
-  auth = "Bearer " .. os.getenv("RUNAS_BENCH_TOKEN")
+  auth = "Bearer " .. BENCH_TOKEN
 end
 function request()
   if not associated then
@@ -204,12 +204,22 @@ class Figures:
 
 
 def wrk(url: str, script: Path, clients: int, seconds: float, token: str | None) -> Figures:
-    command = ["wrk", "-t", str(clients), "-c", str(clients), "-d", f"{seconds:g}s",
-               "--timeout", "10s", "-s", str(script)]  # fmt: skip
+    # The token goes in a 0600 copy of the script, never on wrk's command line or in its
+    # environment (both are readable by other users of the machine).
+    with_token = script.with_name(f"{script.stem}-run.lua")
+    with_token.unlink(missing_ok=True)
+    fd = os.open(with_token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    prefix = f'BENCH_TOKEN = "{token or ""}"\n'
     if token is not None:
-        command += ["-H", f"Authorization: Bearer {token}"]
-    env = {**os.environ, "RUNAS_BENCH_TOKEN": token or ""}
-    done = subprocess.run([*command, url], capture_output=True, text=True, check=True, env=env)
+        prefix += 'wrk.headers["Authorization"] = "Bearer " .. BENCH_TOKEN\n'
+    with os.fdopen(fd, "w") as f:
+        f.write(prefix + script.read_text())
+    command = ["wrk", "-t", str(clients), "-c", str(clients), "-d", f"{seconds:g}s",
+               "--timeout", "10s", "-s", str(with_token)]  # fmt: skip
+    try:
+        done = subprocess.run([*command, url], capture_output=True, text=True, check=True)
+    finally:
+        with_token.unlink(missing_ok=True)
     out = done.stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     data = json.loads(line.removeprefix("BENCH "))
