@@ -457,6 +457,24 @@ def test_the_sweeper_thread_evaluates_each_computer(world: World) -> None:
     sweeper.stop()
 
 
+def test_the_sweeper_evaluates_again_only_what_may_have_changed(world: World) -> None:
+    account_id = world.account("sql-a")
+    world.associate("sql-a")
+    with world.runtime.unit_of_work() as uow:
+        uow.session.add(
+            RunAsHealthRow(account_id=account_id, computer=A, since=T0, report_message="")
+        )
+    sweeper = run_as_health.HealthSweeper(world.runtime, interval_s=60, grace=timedelta(0))
+    assert sweeper.run_once() == 1  # the first sweep is a full one
+    (alert,) = world.alerts()
+    assert alert.state == "not-distributed"
+    assert sweeper.run_once() == 0  # nothing changed, nothing waits for a grace period
+    world.distribute("sql-a", A)  # a change: the epoch moves
+    assert sweeper.run_once() == 1
+    assert world.alerts() == []  # distributed now: the alert closed by itself
+    assert len(world.alerts(open_only=False)) == 1
+
+
 def test_health_show_of_an_unknown_computer_is_not_found(world: World) -> None:
     with pytest.raises(NotFound, match="no computer named"):
         world.backend.health_show("nowhere.contoso.com")

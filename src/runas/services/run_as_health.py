@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
+import time
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -348,12 +349,36 @@ def sweep(uow: UnitOfWork, *, grace: timedelta = DEFAULT_GRACE) -> int:
     return len(computers)
 
 
+#: a sweep re-evaluates every computer at least this often (expiry thresholds are crossed by
+#: time alone); between full sweeps only computers whose inputs may have changed are
+FULL_SWEEP_S = 300.0
+
+
+def awaiting_grace(session: Session) -> set[str]:
+    """Computers where a needed account is missing but the grace period has not yet run out:
+    time alone will change their health."""
+    return set(
+        session.scalars(
+            select(RunAsHealthRow.computer)
+            .where(
+                RunAsHealthRow.missing_since.is_not(None),
+                RunAsHealthRow.state != HealthState.NOT_DISTRIBUTED.value,
+            )
+            .distinct()
+        )
+    )
+
+
 class HealthSweeper:
     """A daemon thread that re-evaluates Run As health every ``interval_s`` seconds.
 
     Each computer is evaluated in a transaction of its own, so a large management group never
     holds the write lock (SQLite) for a whole sweep, and one computer that fails (logged) does
-    not stop the others."""
+    not stop the others. Incremental: a computer is evaluated again only when the resolution
+    epoch changed since its last evaluation (anything that can change what it needs), when it
+    waits for a grace period to end, or at the full sweep every :data:`FULL_SWEEP_S` (expiry
+    thresholds); probe reports re-evaluate their computer themselves. With thousands of agents
+    a sweep of every computer every interval would compete with every poll."""
 
     def __init__(
         self, runtime: Runtime, *, interval_s: float, grace: timedelta = DEFAULT_GRACE
@@ -365,6 +390,9 @@ class HealthSweeper:
         self.grace = grace
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        #: computer -> the epoch at its last evaluation
+        self._evaluated_at: dict[str, int] = {}
+        self._last_full = -float("inf")
 
     def start(self) -> None:
         if self._thread is not None:
@@ -391,6 +419,14 @@ class HealthSweeper:
         """One sweep: returns how many computers were evaluated without error."""
         with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE, read_only=True) as uow:
             computers = computers_to_sweep(uow.session)
+            epoch = lookup.epoch(uow.session)
+            waiting = awaiting_grace(uow.session)
+        started = time.monotonic()
+        full = started - self._last_full >= FULL_SWEEP_S
+        if full:
+            self._last_full = started
+        else:
+            computers = [c for c in computers if c in waiting or self._evaluated_at.get(c) != epoch]
         done = 0
         for computer in computers:
             if self._stop.is_set():
@@ -398,6 +434,7 @@ class HealthSweeper:
             try:
                 with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
                     evaluate_computer(uow, computer, grace=self.grace)
+                self._evaluated_at[computer] = epoch
                 done += 1
             except Exception:
                 _log.exception(
