@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -123,3 +124,23 @@ def load_settings(
             else next((v for v, f in _ENV_KEYS.items() if f == key and v in env), "config file")
         )
         raise ConfigurationError(f"setting {key!r} ({origin}): {first['msg']}") from None
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``30s``, ``5m``, ``1h``, ``1d`` or ``0.2s`` (must be > 0): the duration
+    syntax of every settings file (server and agent) and of packs."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError("must be a duration such as 30s, 5m or 1h")
+    if not seconds > 0 or seconds == float("inf"):
+        raise ValueError("must be longer than 0s")
+    return seconds

@@ -30,30 +30,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from runas.agent.handoff import HandOff
 from runas.crypto.ca import check_agent_id
 from runas.errors import ConfigurationError, InvalidInput
-from runas.settings import read_toml
+from runas.settings import parse_duration, read_toml
 
 ENV_PREFIX = "RUNAS_AGENT_"
 DEFAULT_DATA_DIR = Path("/var/lib/runas-agent")
 DEFAULT_ACTION_USER = "runas-action"
 LOG_FILE_NAME = "agent.log"
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``30``, ``30s``, ``5m``, ``1h``, ``1d`` or ``0.2s`` (must be > 0)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError("must be a duration such as 30s, 5m or 1h")
-    if not seconds > 0 or seconds == float("inf"):
-        raise ValueError("must be longer than 0s")
-    return seconds
 
 
 def default_agent_id() -> str:

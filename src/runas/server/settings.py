@@ -7,7 +7,6 @@ from, in one line, like :func:`runas.settings.load_settings`.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from runas.errors import ConfigurationError
-from runas.settings import CONFIG_FILE_NAME, Settings, read_toml
+from runas.settings import CONFIG_FILE_NAME, Settings, parse_duration, read_toml
 
 MIB = 1024 * 1024
 ENV_PREFIX = "RUNAS_"
@@ -62,7 +61,7 @@ class ServerSettings(BaseSettings):
     @field_validator("health_interval", "credentials_grace", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
-        return _seconds(value)
+        return parse_duration(value)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Self:
@@ -105,25 +104,6 @@ class ServerSettings(BaseSettings):
         # Init arguments carry command-line flags and the config file's [server] table
         # (merged by load_server_settings); the environment sits between the two.
         return init_settings, env_settings
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([smhd]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _seconds(value: object) -> float:
-    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"`` (must be > 0)."""
-    if isinstance(value, bool):
-        raise ValueError("must be a duration such as 30s, 5m or 1h")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    else:
-        raise ValueError("must be a duration such as 30s, 5m or 1h")
-    if not 0 < seconds < float("inf"):
-        raise ValueError("must be longer than 0s")
-    return seconds
 
 
 def _server_table(path: Path) -> dict[str, Any]:
