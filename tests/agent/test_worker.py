@@ -15,7 +15,7 @@ from runas.agent.config import AgentConfig, ConfigStore, Secrets, WorkflowEntry
 from runas.agent.handoff import HandOff
 from runas.agent.identity import load_identity
 from runas.agent.scheduler import UNAVAILABLE_MESSAGE
-from runas.agent.worker import Worker, command_spec, resolve_action_user
+from runas.agent.worker import Worker, resolve_action_user
 from runas.errors import ConfigurationError
 from support.agent_documents import account, document, workflow
 
@@ -129,7 +129,7 @@ def test_bad_probe_configs_give_unknown(store: ConfigStore) -> None:
     config = configure(
         store,
         workflow("A", "O", args=["{missing}"]),
-        workflow("B", "O", probe_type="snmp"),
+        workflow("B", "O", probe_type="powershell"),
         workflow("C", "O", program=""),
     )
     worker = Worker("a", secrets=lambda: store.secrets)
@@ -144,13 +144,15 @@ def test_properties_fill_placeholders(store: ConfigStore) -> None:
     config = configure(
         store,
         workflow(
-            "W", "O", args=["--port", "{port}", "{on}"], properties={"port": 1433, "on": True}
+            "W",
+            "O",
+            program="/bin/echo",
+            args=["--port", "{port}", "{on}"],
+            properties={"port": 1433, "on": True},
         ),
     )
-    spec = command_spec(config.workflows[0], "a")
-    assert spec.argv == ("/bin/true", "--port", "{port}", "{on}")
-    assert spec.parameters == {"port": "1433", "on": "true"}
-    assert spec.computer == "a"
+    result = Worker("a", secrets=lambda: store.secrets).run(config.workflows[0])
+    assert result["message"] == "--port 1433 true"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")

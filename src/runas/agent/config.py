@@ -104,6 +104,8 @@ class AgentConfig:
     workflows: tuple[WorkflowEntry, ...]
     #: the bundle as received, still sealed
     bundle: bytes = field(repr=False)
+    #: SSH host keys the management group trusts (OpenSSH known_hosts lines; public data)
+    known_hosts: tuple[str, ...] = ()
 
     @property
     def bundle_epoch(self) -> int:
@@ -232,6 +234,11 @@ def parse_config(
         bundle = base64.b64decode(f.text("bundle"), validate=True)
     except (binascii.Error, ValueError):
         raise InvalidInput("configuration: bundle is not base64") from None
+    known_hosts = f.data.get("known_hosts", [])
+    if not isinstance(known_hosts, list) or not all(
+        isinstance(line, str) and "\n" not in line for line in known_hosts
+    ):
+        raise InvalidInput("configuration: known_hosts must be a list of single lines")
     body_etag = f.data.get("etag")
     return AgentConfig(
         agent=agent,
@@ -239,6 +246,7 @@ def parse_config(
         etag=etag or (body_etag if isinstance(body_etag, str) else None),
         workflows=entries,
         bundle=bundle,
+        known_hosts=tuple(known_hosts),
     )
 
 

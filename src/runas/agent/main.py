@@ -370,6 +370,7 @@ class Agent:
                 secrets=lambda: store.secrets,
                 handoff=settings.handoff,
                 action_user=action_user,
+                known_hosts=lambda: store.config.known_hosts if store.config else (),
             )
             self.scheduler = Scheduler(
                 identity.agent_id,

@@ -39,9 +39,8 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from runas.agent.config import WorkflowEntry
+from runas.agent.probes.base import available as probe_available
 
-#: probe types this agent can run
-AVAILABLE_PROBES = frozenset({"command"})
 UNAVAILABLE_MESSAGE = "probe type not available on this agent"
 #: the longest the loop sleeps without looking at the clock (a clock that jumped, say)
 MAX_WAIT_S = 60.0
@@ -113,7 +112,7 @@ class Scheduler:
             for entry in entries:
                 if not entry.runs:
                     continue
-                if entry.probe.type not in AVAILABLE_PROBES:
+                if not probe_available(entry.probe.type):
                     unavailable.add(entry.key)
                     if entry.key not in self._unavailable:
                         report.append(entry)
@@ -259,7 +258,6 @@ class Scheduler:
 
 
 __all__ = [
-    "AVAILABLE_PROBES",
     "UNAVAILABLE_MESSAGE",
     "Scheduler",
     "spread_offset",

@@ -31,13 +31,14 @@ import logging
 import os
 import pwd
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from runas.agent.config import Secrets, WorkflowEntry
 from runas.agent.handoff import NO_CREDENTIAL, CredentialDocument, HandOff, credential_document
-from runas.agent.probes.command import CommandSpec, ProbeResult, ProbeState, run_command
+from runas.agent.probes.base import ProbeContext, parameters_of, probe_for, render_config
+from runas.agent.probes.result import ProbeResult, ProbeState
 from runas.agent.scheduler import UNAVAILABLE_MESSAGE
 from runas.agent.settings import DEFAULT_ACTION_USER
 from runas.errors import ConfigurationError, InvalidInput, RunAsError
@@ -90,34 +91,6 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def _parameters(properties: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for name, value in properties.items():
-        if isinstance(value, bool):
-            out[name] = "true" if value else "false"
-        elif isinstance(value, str | int | float):
-            out[name] = str(value)
-    return out
-
-
-def command_spec(entry: WorkflowEntry, agent_id: str) -> CommandSpec:
-    """The ``command`` probe's spec from the workflow's probe config and object properties."""
-    config = entry.probe.config
-    program = config.get("program")
-    args = config.get("args", ())
-    if not isinstance(program, str) or not program:
-        raise InvalidInput("the command probe needs a program")
-    if not isinstance(args, list | tuple) or not all(isinstance(a, str) for a in args):
-        raise InvalidInput("the command probe's args must be a list of strings")
-    return CommandSpec(
-        argv=(program, *args),
-        parameters=_parameters(entry.properties),
-        workflow=entry.workflow,
-        object=entry.object,
-        computer=agent_id,
-    )
-
-
 def _unknown(message: str) -> ProbeResult:
     return ProbeResult(ProbeState.UNKNOWN, message, None)
 
@@ -135,6 +108,7 @@ class Worker:
         action_user: tuple[int, int] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         kill_grace_s: float = 2.0,
+        known_hosts: Callable[[], tuple[str, ...]] = tuple,
     ) -> None:
         self._agent_id = agent_id
         self._secrets = secrets
@@ -142,6 +116,7 @@ class Worker:
         self._action_user = action_user
         self._clock = clock
         self._kill_grace_s = kill_grace_s
+        self._known_hosts = known_hosts
 
     def __repr__(self) -> str:
         return f"Worker(agent={self._agent_id!r}, handoff={self._handoff.value})"
@@ -174,23 +149,30 @@ class Worker:
         started = self._clock()
         secrets = self._secrets()
         scrubber = secrets.scrubber()
-        if entry.probe.type != "command":
+        probe_impl = probe_for(entry.probe.type)
+        if probe_impl is None:
             return self.result(entry, started, _unknown(UNAVAILABLE_MESSAGE))
         document = self._document(entry, secrets)
         if isinstance(document, str):
             return self.result(entry, started, _unknown(document))
-        run_as = self._action_user if entry.account is None else None
         try:
-            spec = command_spec(entry, self._agent_id)
-            probe = run_command(
-                spec,
-                document,
-                handoff=self._handoff,
-                run_as=run_as,
+            context = ProbeContext(
+                workflow=entry.workflow,
+                kind=entry.kind,
+                object=entry.object,
+                computer=self._agent_id,
+                config=render_config(entry.probe.config, parameters_of(entry.properties)),
+                raw_config=entry.probe.config,
+                properties=entry.properties,
+                document=document,
                 timeout_s=entry.schedule.timeout_s,
                 scrubber=scrubber,
+                handoff=self._handoff,
+                action_user=self._action_user,
                 kill_grace_s=self._kill_grace_s,
+                known_hosts=self._known_hosts(),
             )
+            probe = probe_impl.run(context)
         except InvalidInput as err:
             probe = _unknown(f"the workflow cannot run: {err}")
         except RunAsError as err:  # the credential file could not be removed
@@ -199,6 +181,12 @@ class Worker:
                 extra={"fields": {"workflow": entry.workflow, "error": str(err)}},
             )
             probe = _unknown(str(err))
+        except Exception as err:  # a probe bug must not stop the agent or leak a traceback
+            _log.error(
+                "agent.probe_failed",
+                extra={"fields": {"workflow": entry.workflow, "error": type(err).__name__}},
+            )
+            probe = _unknown(f"the {entry.probe.type} probe failed ({type(err).__name__})")
         return self.result(entry, started, probe)
 
     def result(self, entry: WorkflowEntry, started: datetime, probe: ProbeResult) -> dict[str, Any]:
@@ -228,4 +216,4 @@ class Worker:
         }
 
 
-__all__ = ["Worker", "command_spec", "resolve_action_user"]
+__all__ = ["Worker", "resolve_action_user"]

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 from runas.domain.model import DEFAULT_ACTION_PROFILE, SYSTEM_PACK, Accessibility, PackDef
 from runas.domain.names import parse_full_name
+from runas.domain.probes import PROBE_ACCOUNT_TYPES, probe_types, unusable_types
 from runas.packs.hierarchy import check_classes, check_property
 from runas.packs.loader import SECTIONS, LoadedPack
 from runas.packs.scope import Scope, find_cycle
@@ -129,6 +130,12 @@ def _check_workflows(scope: Scope) -> None:
     for workflow in scope.pack.workflows:
         base = ("workflows", workflow.id)
         scope.need("class", workflow.target, (*base, "target"))
+        if workflow.probe_type not in PROBE_ACCOUNT_TYPES:
+            scope.fail(
+                (*base, "probe", "type"),
+                f"workflow {workflow.id} uses probe type {workflow.probe_type!r}, which no agent "
+                f"runs (probe types: {', '.join(probe_types())})",
+            )
         if workflow.profile is None:
             continue
         path = (*base, "profile")
@@ -145,4 +152,17 @@ def _check_workflows(scope: Scope) -> None:
                 path,
                 f"profile {profile.id} is internal to pack {profile.pack}: only its own "
                 "workflows may use it",
+            )
+        unusable = unusable_types(workflow.probe_type, profile.allowed_types)
+        if unusable:
+            allows = (
+                "every account type"
+                if not profile.allowed_types
+                else ", ".join(t.value for t in profile.allowed_types)
+            )
+            scope.fail(
+                path,
+                f"workflow {workflow.id} uses the {workflow.probe_type} probe, which cannot use "
+                f"{', '.join(t.value for t in unusable)} accounts, but its profile {profile.id} "
+                f"allows {allows}: restrict the profile's allowed_account_types",
             )

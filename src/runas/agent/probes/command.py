@@ -65,7 +65,6 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any
@@ -77,8 +76,17 @@ from runas.agent.handoff import (
     CredentialFile,
     HandOff,
 )
+from runas.agent.probes.base import ProbeContext, parameters_of
+from runas.agent.probes.result import (
+    EXIT_CODE_STATES,
+    AuthFailure,
+    EventSeverity,
+    ProbeEvent,
+    ProbeResult,
+    ProbeState,
+)
 from runas.agent.scrub import Scrubber
-from runas.domain.health import AuthFailureKind, ProbeReport
+from runas.domain.health import AuthFailureKind
 from runas.errors import InvalidInput
 
 OUTPUT_LIMIT = 64 * 1024
@@ -93,47 +101,6 @@ _TICK_S = 0.05
 _READ_SIZE = 64 * 1024
 
 
-class ProbeState(StrEnum):
-    HEALTHY = "healthy"
-    WARNING = "warning"
-    CRITICAL = "critical"
-    UNKNOWN = "unknown"
-
-
-#: exit code → state without a property bag (Nagios plugin convention); anything else: unknown
-EXIT_CODE_STATES: Mapping[int, ProbeState] = {
-    0: ProbeState.HEALTHY,
-    1: ProbeState.WARNING,
-    2: ProbeState.CRITICAL,
-}
-
-
-class EventSeverity(StrEnum):
-    INFORMATION = "information"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-@dataclass(frozen=True)
-class ProbeEvent:
-    severity: EventSeverity
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"severity": self.severity.value, "message": self.message}
-
-
-@dataclass(frozen=True)
-class AuthFailure:
-    """The program could not log on with the credential, or could not elevate."""
-
-    kind: AuthFailureKind
-    message: str = ""
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": self.kind.value, "message": self.message}
-
-
 @dataclass(frozen=True)
 class CommandSpec:
     """What to run, from the workflow definition; nothing in it is secret."""
@@ -145,57 +112,6 @@ class CommandSpec:
     #: full name of the object the workflow runs for
     object: str = ""
     computer: str = ""
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    state: ProbeState
-    message: str
-    #: None when the program was killed for the timeout (or never started)
-    exit_code: int | None
-    perf: Mapping[str, float] = field(default_factory=dict)
-    events: tuple[ProbeEvent, ...] = ()
-    auth_failure: AuthFailure | None = None
-    duration_s: float = 0.0
-    timed_out: bool = False
-    #: stdout or stderr went over the output limit and was cut
-    truncated: bool = False
-    stdout: str = ""
-    stderr: str = ""
-    #: how many secrets were replaced in this result (audit the count, never the values)
-    scrubbed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state.value,
-            "message": self.message,
-            "exit_code": self.exit_code,
-            "perf": dict(self.perf),
-            "events": [e.to_dict() for e in self.events],
-            "auth_failure": self.auth_failure.to_dict() if self.auth_failure else None,
-            "duration_s": self.duration_s,
-            "timed_out": self.timed_out,
-            "truncated": self.truncated,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "scrubbed": self.scrubbed,
-        }
-
-    def credential_report(self, at: datetime, secret_version: int | None) -> ProbeReport | None:
-        """What this run says about the credential it was given, for Run As health.
-
-        An ``auth_failure`` is a failure report. A run that classified its target (healthy,
-        warning or critical) without one is a success: the program's contract is to report
-        failing credentials in its bag. An unknown or timed-out run proves nothing (None).
-        Call it only for runs that were given a credential.
-        """
-        if self.auth_failure is not None:
-            return ProbeReport(
-                at, self.auth_failure.kind, self.auth_failure.message, secret_version
-            )
-        if self.timed_out or self.state is ProbeState.UNKNOWN:
-            return None
-        return ProbeReport(at, None, "", secret_version)
 
 
 # -- the command line and the environment ----------------------------------------------------
@@ -715,14 +631,50 @@ def run_command(
     return replace(result, duration_s=time.monotonic() - start)
 
 
+class CommandProbe:
+    """The ``command`` probe in the registry's shape (:mod:`runas.agent.probes.base`)."""
+
+    type = "command"
+
+    def run(self, context: ProbeContext) -> ProbeResult:
+        config = context.raw_config
+        program = config.get("program")
+        args = config.get("args", ())
+        if not isinstance(program, str) or not program:
+            raise InvalidInput("the command probe needs a program")
+        if not isinstance(args, list | tuple) or not all(isinstance(a, str) for a in args):
+            raise InvalidInput("the command probe's args must be a list of strings")
+        spec = CommandSpec(
+            argv=(program, *args),
+            parameters=parameters_of(context.properties),
+            workflow=context.workflow,
+            object=context.object,
+            computer=context.computer,
+        )
+        run_as = context.action_user if not context.document.has_credential else None
+        return run_command(
+            spec,
+            context.document,
+            handoff=context.handoff,
+            run_as=run_as,
+            timeout_s=context.timeout_s,
+            scrubber=context.scrubber,
+            kill_grace_s=context.kill_grace_s,
+        )
+
+
+PROBE = CommandProbe()
+
 __all__ = [
     "DEFAULT_TIMEOUT_S",
     "EXIT_CODE_STATES",
     "KILL_GRACE_S",
     "MESSAGE_LIMIT",
     "OUTPUT_LIMIT",
+    "PROBE",
     "SAFE_PATH",
     "AuthFailure",
+    "CommandProbe",
     "CommandSpec",
     "EventSeverity",
     "ProbeEvent",
