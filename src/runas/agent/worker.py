@@ -213,6 +213,8 @@ class Worker:
             "secret_version": account.secret_version if account else None,
             "auth_failure": auth,
             "scrubbed": probe.scrubbed + hits + event_hits + auth_hits + perf_hits,
+            "discovery": None if probe.discovery is None else [dict(o) for o in probe.discovery],
+            "host_key": None if probe.host_key is None else dict(probe.host_key),
         }
 
 

@@ -33,7 +33,7 @@ from runas.runtime import UnitOfWork
 from runas.services import audit, discovery, lookup
 from runas.services import objects as object_service
 from runas.services.audit import AuditAction
-from runas.services.discovery import DiscoveryPayload
+from runas.services.discovery import MAX_OBJECTS, DiscoveredObject, DiscoveryPayload
 from runas.storage.tables import (
     FULL_NAME_LENGTH,
     NAME_LENGTH,
@@ -82,6 +82,17 @@ class AuthFailureIn(BaseModel):
     message: Message = ""
 
 
+class HostKeyIn(BaseModel):
+    """An SSH host key (public data) a probe was offered and could not verify."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(ge=1, le=65535)
+    #: OpenSSH public key format: "<type> <base64>"
+    key: str = Field(min_length=1, max_length=16384)
+
+
 class ResultIn(BaseModel):
     """One run of one workflow for one object, as the agent reports it (already scrubbed)."""
 
@@ -104,6 +115,11 @@ class ResultIn(BaseModel):
     auth_failure: AuthFailureIn | None = None
     #: how many secrets the agent replaced in this result's texts (a count, never a value)
     scrubbed: int = Field(default=0, ge=0)
+    #: what a discovery workflow found (submitted as a snapshot: source = the workflow,
+    #: scope = the agent's computer); None for other workflows
+    discovery: list[DiscoveredObject] | None = Field(default=None, max_length=MAX_OBJECTS)
+    #: an SSH host key the target offered that the management group does not trust yet
+    host_key: HostKeyIn | None = None
 
 
 class AgentReport(BaseModel):

@@ -79,6 +79,10 @@ class ProbeResult:
     #: objects a discovery workflow found, in the discovery payload's object shape
     #: (``{"class": ..., "key": {...}, "properties": {...}, "host": ...}``); None: not a discovery
     discovery: tuple[Mapping[str, Any], ...] | None = None
+    #: an SSH host key the peer offered that the management group does not trust (yet):
+    #: ``{"host": ..., "port": ..., "key": "<type> <base64>"}`` — public data, recorded by the
+    #: server as pending until an administrator approves it (docs/probes/ssh.md)
+    host_key: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +99,7 @@ class ProbeResult:
             "stderr": self.stderr,
             "scrubbed": self.scrubbed,
             "discovery": None if self.discovery is None else [dict(o) for o in self.discovery],
+            "host_key": None if self.host_key is None else dict(self.host_key),
         }
 
     def credential_report(self, at: datetime, secret_version: int | None) -> ProbeReport | None:
