@@ -379,6 +379,19 @@ def test_full_property_bag(script: Callable[[str], Path]) -> None:
     assert result.to_dict()["auth_failure"] == bag["auth_failure"]
 
 
+def test_a_discovery_bag_lists_objects(script: Callable[[str], Path]) -> None:
+    found = [
+        {"class": "Contoso.SQL.Database", "host": "Contoso.SQL.Instance:a;X",
+         "key": {"database": "sales"}, "properties": {"size_mb": 12}},
+        {"class": "System.Computer", "key": {"name": "b"}},
+    ]  # fmt: skip
+    program = script(f"import json; print(json.dumps({{'discovery': {found!r}}}))")
+    result = run_command(python(program), document(), **FAST)
+    assert result.state is ProbeState.HEALTHY
+    assert result.discovery == (found[0], {**found[1], "properties": {}})
+    assert run_command(python(script("print('{}')")), document(), **FAST).discovery is None
+
+
 def test_bag_without_state_takes_it_from_the_exit_code(script: Callable[[str], Path]) -> None:
     program = script(
         'import sys; print(\'{"message": "sudo refused", "auth_failure": '
@@ -420,6 +433,10 @@ def test_bag_state_wins_over_the_exit_code(script: Callable[[str], Path]) -> Non
         ('{"events": ["text"]}', "event 0 must be an object"),
         ('{"auth_failure": {"kind": "locked-out"}}', "'auth_failure' 'kind' must be one of"),
         ('{"auth_failure": "logon-failed"}', "'auth_failure' must be null or an object"),
+        ('{"discovery": {}}', "'discovery' must be a list of objects"),
+        ('{"discovery": [{"class": "C", "name": "x"}]}', "discovery object 0 must be an object"),
+        ('{"discovery": [{"key": {"name": "x"}}]}', "discovery object 0 'class' must be a string"),
+        ('{"discovery": [{"class": "C", "key": {"n": [1]}}]}', "'key' 'n' must be a string"),
     ],
 )
 def test_invalid_bag_is_unknown_with_a_reason(

@@ -470,3 +470,89 @@ def test_a_workflow_may_use_an_internal_profile_of_its_own_pack() -> None:
             """
         )
     )
+
+
+# -- probes and the account types they accept ---------------------------------------------------
+
+
+def _probe_pack(probe: str, allowed: str | None, *, kind: str = "task", extra: str = "") -> str:
+    types = f", allowed_account_types: [{allowed}]" if allowed else ""
+    return (
+        HEADER
+        + dedent(
+            f"""\
+        profiles:
+          - {{id: T.P, display_name: P{types}}}
+        workflows:
+          - id: T.W
+            kind: {kind}
+            target: System.Computer
+            profile: T.P
+            probe: {{type: {probe}}}
+        """
+        )
+        + extra
+    )
+
+
+@pytest.mark.parametrize(
+    ("probe", "allowed"),
+    [
+        ("snmp", "community-string, snmpv3"),
+        ("sql", "windows, simple"),
+        ("ssh", "unix-monitoring"),
+        ("command", None),
+        ("command", "binary"),
+    ],
+)
+def test_a_probe_may_use_a_profile_whose_types_it_accepts(probe: str, allowed: str | None) -> None:
+    check(_probe_pack(probe, allowed))
+
+
+@pytest.mark.parametrize(
+    ("probe", "allowed", "unusable", "allows"),
+    [
+        ("snmp", "community-string, windows", "windows", "community-string, windows"),
+        ("ldap", None, "action, basic, digest, binary", "every account type"),
+        ("http", "basic, unix-maintenance", "unix-maintenance", "basic, unix-maintenance"),
+    ],
+)
+def test_a_probe_wired_to_a_profile_allowing_types_it_cannot_use_is_refused(
+    probe: str, allowed: str | None, unusable: str, allows: str
+) -> None:
+    message = refused(_probe_pack(probe, allowed))
+    assert message.startswith("t.yaml:11: workflow T.W uses the ")
+    assert f"{probe} probe, which cannot use {unusable}" in message
+    assert f"its profile T.P allows {allows}: restrict the profile's allowed_account_types" in (
+        message
+    )
+
+
+def test_a_probe_type_no_agent_runs_is_refused() -> None:
+    message = refused(_probe_pack("powershell", None))
+    assert message == (
+        "t.yaml:12: workflow T.W uses probe type 'powershell', which no agent runs "
+        "(probe types: command, http, ldap, snmp, sql, ssh)"
+    )
+
+
+def test_a_discovery_names_the_classes_it_discovers() -> None:
+    pack = HEADER + dedent(
+        """\
+        workflows:
+          - id: T.D
+            kind: discovery
+            target: System.Computer
+            discovers: [System.Computer]
+            schedule: {interval: 1h}
+            probe: {type: command}
+        """
+    )
+    check(pack)
+    assert load_pack_text(pack, "t.yaml").pack.workflows[0].discovers == ("System.Computer",)
+    assert refused(pack.replace("[System.Computer]", "[T.Nothing]")) == (
+        "t.yaml:9: unknown class T.Nothing"
+    )
+    monitor = pack.replace("kind: discovery", "kind: monitor")
+    with pytest.raises(PackError, match="only discoveries have 'discovers'"):
+        load_pack_text(monitor, "t.yaml")

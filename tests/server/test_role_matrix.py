@@ -25,6 +25,7 @@ from server.conftest import (
 
 P = Permission
 PUBLIC = None
+SSH_HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIx/0jj1NVD2eiZ4qUcGmSletQUknJrCo4PefPgdKO1l"
 
 
 def operations(who: str) -> list[tuple[str, str, str, dict[str, Any], Permission | None]]:
@@ -131,6 +132,14 @@ def operations(who: str) -> list[tuple[str, str, str, dict[str, Any], Permission
         ("POST", "/api/v1/enrolment-tokens", "/api/v1/enrolment-tokens",
          {"json": {"computer": "a.contoso.com", "expires_in": 600}}, P.RUNAS_WRITE),
         ("GET", "/api/v1/agent-ca", "/api/v1/agent-ca", {}, P.RUNAS_READ),
+        # SSH host keys: operators may look, administrators decide
+        ("GET", "/api/v1/ssh-hosts", "/api/v1/ssh-hosts", {"params": {"status": "pending"}},
+         P.OBJECTS_READ),
+        ("POST", "/api/v1/ssh-hosts", "/api/v1/ssh-hosts",
+         {"json": {"host": f"h-{abs(hash(who)) % 10_000}", "key": SSH_HOST_KEY}}, P.RUNAS_WRITE),
+        ("POST", "/api/v1/ssh-hosts/{host_port}/approve", "/api/v1/ssh-hosts/ghost/approve",
+         {"json": {"fingerprint": "SHA256:ghost"}}, P.RUNAS_WRITE),
+        ("DELETE", "/api/v1/ssh-hosts/{host_port}", "/api/v1/ssh-hosts/ghost", {}, P.RUNAS_WRITE),
         ("GET", "/healthz", "/healthz", {}, PUBLIC),
         ("GET", "/readyz", "/readyz", {}, PUBLIC),
         ("GET", "/metrics", "/metrics", {}, PUBLIC),

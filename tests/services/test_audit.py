@@ -677,3 +677,26 @@ def test_concurrent_changes_from_two_servers_do_not_fork_the_chain(
     finally:
         first.close()
         second.close()
+
+
+def _record_then_fail(uow: UnitOfWork, target: str) -> None:
+    audit.record(uow, AuditAction.DISCOVERY_SUBMIT, target, {"objects": 0})
+    raise RuntimeError("undo it")
+
+
+def test_a_rolled_back_savepoint_drops_only_the_records_queued_inside_it(rt: Runtime) -> None:
+    since = last_seq(rt)
+    with rt.unit_of_work(actor="bob") as uow:
+        audit.record(uow, AuditAction.DISCOVERY_SUBMIT, "before", {"objects": 0})
+        with pytest.raises(RuntimeError), uow.session.begin_nested():
+            _record_then_fail(uow, "inside")
+        with uow.session.begin_nested():
+            audit.record(uow, AuditAction.DISCOVERY_SUBMIT, "released", {"objects": 0})
+        audit.record(uow, AuditAction.DISCOVERY_SUBMIT, "after", {"objects": 0})
+    assert [r[1] for r in new_records(rt, since)] == ["before", "released", "after"]
+
+    since = last_seq(rt)
+    with pytest.raises(RuntimeError), rt.unit_of_work(actor="bob") as uow:
+        _record_then_fail(uow, "rolled back")
+    assert new_records(rt, since) == []
+    assert verify(rt).ok

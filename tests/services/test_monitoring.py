@@ -509,3 +509,104 @@ def test_a_refused_discovery_keeps_audit_records_queued_before_it(world: World) 
         assert monitoring.record_report(uow, A, make_report(discovery=foreign)) == 1
     assert [r.target for r in world.audit("discovery:submit")][-1:] == ["before"]
     assert len(world.audit("agent:discovery-refused")) == 1
+
+
+# -- discovery workflows ---------------------------------------------------------------------
+
+DB_DISCOVERY = "Contoso.SQL.DatabaseDiscovery"
+DIRECTORY_PACK = """
+pack: {id: Test.Directory, version: 1.0.0, display_name: Directory}
+workflows:
+  - id: Test.Directory.Computers
+    kind: discovery
+    display_name: Computers from the directory
+    target: System.Computer
+    discovers: [System.Computer]
+    schedule: {interval: 1h}
+    probe: {type: command, config: {program: list_computers}}
+"""
+
+
+def _databases(instance: str, *names: str) -> list[dict[str, Any]]:
+    return [
+        {"class": "Contoso.SQL.Database", "host": instance, "key": {"database": name}}
+        for name in names
+    ]
+
+
+def _found(**fields: Any) -> dict[str, Any]:
+    return result(workflow=DB_DISCOVERY, **fields)
+
+
+def test_a_discovery_workflow_submits_a_snapshot_for_the_object_it_ran_for(world: World) -> None:
+    second = f"Contoso.SQL.Instance:{A};SECOND"
+    world.backend.discovery_submit(
+        DiscoveryPayload.model_validate(
+            {
+                "source": "manual",
+                "computer": A,
+                "objects": [
+                    {
+                        "class": "Contoso.SQL.Instance",
+                        "host": f"System.Computer:{A}",
+                        "key": {"instance": "SECOND"},
+                    }
+                ],
+            }
+        )
+    )
+    world.report(results=[_found(discovery=_databases(INSTANCE_A, "sales", "hr"))])
+    world.report(results=[_found(obj=second, discovery=_databases(second, "crm"))])
+    names = {o.full_name for o in world.backend.object_list("Contoso.SQL.Database", None, 100)}
+    assert names == {f"Contoso.SQL.Database:{A};MSSQLSERVER;sales",
+                     f"Contoso.SQL.Database:{A};MSSQLSERVER;hr",
+                     f"Contoso.SQL.Database:{A};SECOND;crm"}  # fmt: skip
+
+    # the next run of the first target no longer finds "hr": only its own finding goes
+    world.report(results=[_found(discovery=_databases(INSTANCE_A, "sales"), at=T0 + GRACE)])
+    names = {o.full_name for o in world.backend.object_list("Contoso.SQL.Database", None, 100)}
+    assert names == {f"Contoso.SQL.Database:{A};MSSQLSERVER;sales",
+                     f"Contoso.SQL.Database:{A};SECOND;crm"}  # fmt: skip
+
+
+def test_a_discovery_workflow_cannot_reach_beyond_its_computer(world: World) -> None:
+    sneaky = _databases(INSTANCE_B, "sneaky")
+    assert world.report(results=[_found(discovery=sneaky)]) == 1  # the result itself is kept
+    with pytest.raises(NotFound):
+        world.backend.object_show(f"Contoso.SQL.Database:{B};MSSQLSERVER;sneaky")
+    (refused,) = world.audit("agent:discovery-refused")
+    assert "not hosted on a.contoso.com" in refused.details["reason"]
+
+    # a monitor is not a discovery: what it "found" is not submitted
+    world.report(results=[result(discovery=_databases(INSTANCE_A, "x"), at=T0 + GRACE)])
+    with pytest.raises(NotFound):
+        world.backend.object_show(f"Contoso.SQL.Database:{A};MSSQLSERVER;x")
+
+
+def test_declared_classes_may_be_discovered_off_the_agents_computer(world: World) -> None:
+    world.backend.pack_import(DIRECTORY_PACK, "directory.yaml")
+    computers = [{"class": "System.Computer", "key": {"name": n}} for n in ("x1.test", "x2.test")]
+    world.report(
+        results=[
+            result(
+                obj=f"System.Computer:{A}", workflow="Test.Directory.Computers", discovery=computers
+            )
+        ]
+    )
+    assert world.backend.object_show("System.Computer:x1.test").computer == "x1.test"
+    assert world.backend.object_show("System.Computer:x2.test")
+    # but not a hosted object of a class it does not declare
+    hosted = [*computers, *_databases(INSTANCE_B, "nope")]
+    world.report(
+        results=[
+            result(
+                obj=f"System.Computer:{A}",
+                workflow="Test.Directory.Computers",
+                discovery=hosted,
+                at=T0 + GRACE,
+            )
+        ]
+    )
+    with pytest.raises(NotFound):
+        world.backend.object_show(f"Contoso.SQL.Database:{B};MSSQLSERVER;nope")
+    assert len(world.audit("agent:discovery-refused")) == 1

@@ -38,6 +38,7 @@ ALL_TABLES = {
     "profiles",
     "role_assignments",
     "secret_versions",
+    "ssh_host_keys",
     "users",
     "workflows",
 }

@@ -197,6 +197,8 @@ class Worker:
         auth = probe.auth_failure.to_dict() if probe.auth_failure else None
         auth, auth_hits = scrubber.scrub_obj(auth)
         perf, perf_hits = scrubber.scrub_obj(dict(probe.perf))
+        found = None if probe.discovery is None else [dict(o) for o in probe.discovery]
+        found, found_hits = scrubber.scrub_obj(found)
         account = entry.account
         return {
             "workflow": entry.workflow,
@@ -212,8 +214,8 @@ class Worker:
             "account_id": account.id if account else None,
             "secret_version": account.secret_version if account else None,
             "auth_failure": auth,
-            "scrubbed": probe.scrubbed + hits + event_hits + auth_hits + perf_hits,
-            "discovery": None if probe.discovery is None else [dict(o) for o in probe.discovery],
+            "scrubbed": probe.scrubbed + hits + event_hits + auth_hits + perf_hits + found_hits,
+            "discovery": found if entry.kind == "discovery" else None,
             "host_key": None if probe.host_key is None else dict(probe.host_key),
         }
 

@@ -21,6 +21,7 @@ from runas.services import (
     profiles,
     run_as_health,
     setup,
+    ssh_hosts,
     users,
 )
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
@@ -49,6 +50,7 @@ from runas.services.profiles import (
 )
 from runas.services.run_as_health import HealthView
 from runas.services.setup import InitResult
+from runas.services.ssh_hosts import SshHostKeyAdd, SshHostKeyView
 from runas.services.users import (
     PasswordChange,
     RoleAssign,
@@ -306,6 +308,24 @@ class LocalBackend:
     def agent_ca(self) -> AgentCaView:
         with self.runtime.unit_of_work() as uow:
             return agents.ca_view(uow)
+
+    # SSH host keys
+
+    def ssh_host_list(self, status: str | None, host: str | None) -> list[SshHostKeyView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return ssh_hosts.list_keys(uow.session, status, host)
+
+    def ssh_host_approve(self, target: str, fingerprint: str) -> SshHostKeyView:
+        with self.runtime.unit_of_work() as uow:
+            return ssh_hosts.approve(uow, target, fingerprint)
+
+    def ssh_host_add(self, req: SshHostKeyAdd) -> SshHostKeyView:
+        with self.runtime.unit_of_work() as uow:
+            return ssh_hosts.add(uow, req)
+
+    def ssh_host_remove(self, target: str, fingerprint: str | None) -> list[SshHostKeyView]:
+        with self.runtime.unit_of_work() as uow:
+            return ssh_hosts.remove(uow, target, fingerprint)
 
     def close(self) -> None:
         self.runtime.close()

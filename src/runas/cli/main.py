@@ -25,6 +25,7 @@ from runas.cli.commands import agents as agent_commands
 from runas.cli.commands import audit as audit_commands
 from runas.cli.commands import monitoring as monitoring_commands
 from runas.cli.commands import server as server_command
+from runas.cli.commands import ssh_hosts as ssh_host_commands
 from runas.cli.state import CliState, state
 from runas.errors import RunAsError
 
@@ -108,6 +109,8 @@ def build_app() -> typer.Typer:
     app.command("server")(server_command.server)
     # agents: enrolment, approval, tokens, the agent CA; and 'runas agent run'
     app.add_typer(agent_commands.app, name="agent")
+    # SSH host keys the management group trusts (the ssh probe verifies against them only)
+    app.add_typer(ssh_host_commands.app, name="ssh-host")
     return app
 
 

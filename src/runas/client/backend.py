@@ -40,6 +40,12 @@ from runas.services.profiles import (
 )
 from runas.services.run_as_health import HealthView
 from runas.services.setup import InitResult
+from runas.services.ssh_hosts import (
+    SshHostKeyAdd,
+    SshHostKeyApprove,
+    SshHostKeysRemoved,
+    SshHostKeyView,
+)
 from runas.services.users import (
     PasswordChange,
     RoleAssign,
@@ -339,6 +345,29 @@ class HttpBackend:
 
     def agent_ca(self) -> AgentCaView:
         return self.api.one(AgentCaView, self.api.call("GET", "/agent-ca"))
+
+    # SSH host keys
+
+    def ssh_host_list(self, status: str | None, host: str | None) -> list[SshHostKeyView]:
+        data = self.api.call("GET", "/ssh-hosts", query={"status": status, "host": host})
+        return self.api.many(SshHostKeyView, data)
+
+    def ssh_host_approve(self, target: str, fingerprint: str) -> SshHostKeyView:
+        data = self.api.call(
+            "POST",
+            f"/ssh-hosts/{segment(target)}/approve",
+            body=SshHostKeyApprove(fingerprint=fingerprint),
+        )
+        return self.api.one(SshHostKeyView, data)
+
+    def ssh_host_add(self, req: SshHostKeyAdd) -> SshHostKeyView:
+        return self.api.one(SshHostKeyView, self.api.call("POST", "/ssh-hosts", body=req))
+
+    def ssh_host_remove(self, target: str, fingerprint: str | None) -> list[SshHostKeyView]:
+        data = self.api.call(
+            "DELETE", f"/ssh-hosts/{segment(target)}", query={"fingerprint": fingerprint}
+        )
+        return self.api.one(SshHostKeysRemoved, data).removed
 
     def close(self) -> None:
         self.api.close()

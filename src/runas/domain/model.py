@@ -147,6 +147,9 @@ class WorkflowDef:
     enabled: bool = True
     description: str = ""
     pack: str = ""
+    #: discovery workflows: the classes they discover. An agent may submit objects of these
+    #: classes (and their subclasses) that are not on its own computer; nothing else.
+    discovers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

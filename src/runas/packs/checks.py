@@ -130,6 +130,8 @@ def _check_workflows(scope: Scope) -> None:
     for workflow in scope.pack.workflows:
         base = ("workflows", workflow.id)
         scope.need("class", workflow.target, (*base, "target"))
+        for class_id in workflow.discovers:
+            scope.need("class", class_id, (*base, "discovers"))
         if workflow.probe_type not in PROBE_ACCOUNT_TYPES:
             scope.fail(
                 (*base, "probe", "type"),

@@ -55,6 +55,7 @@ WORKFLOW_KEYS = (
     "schedule",
     "probe",
     "enabled",
+    "discovers",
 )
 SCHEDULE_KEYS = ("interval", "spread", "timeout")
 PROBE_KEYS = ("type", "config")
@@ -263,6 +264,16 @@ def read_workflow(reader: Reader, fields: Fields, workflow_id: str, pack_id: str
             )
         _refuse_secrets(reader, node, fields.what)
         config = reader.construct(node)
+    discovers: tuple[str, ...] = ()
+    node = fields.get("discovers")
+    if node is not None:
+        if kind is not WorkflowKind.DISCOVERY:
+            reader.fail(
+                node, f"{fields.what} is not a discovery: only discoveries have 'discovers'"
+            )
+        what = f"'discovers' of {fields.what}"
+        items = list(reader.unique_list(node, what, fields.sub("discovers"), read="ident"))
+        discovers = tuple(value for value, _ in items)
     return WorkflowDef(
         id=workflow_id,
         kind=kind,
@@ -275,6 +286,7 @@ def read_workflow(reader: Reader, fields: Fields, workflow_id: str, pack_id: str
         enabled=fields.boolean("enabled", True),
         description=fields.text("description"),
         pack=pack_id,
+        discovers=discovers,
     )
 
 

@@ -32,6 +32,7 @@ from runas.server.routes import (
     packs,
     profiles,
     resolution,
+    ssh_hosts,
     tokens,
     users,
 )
@@ -138,6 +139,7 @@ def create_app(runtime: Runtime, settings: ServerSettings) -> FastAPI:
         users,
         tokens,
         agents,
+        ssh_hosts,
     ):
         _add_routes(app, module.build(settings))
     _add_routes(app, health.build(settings, metrics))

@@ -27,7 +27,7 @@ from runas.crypto.sealing import Bundle, BundleEntry, seal_bundle
 from runas.domain.classes import ClassHierarchy
 from runas.domain.resolution import Outcome, resolve_workflow
 from runas.runtime import UnitOfWork
-from runas.services import accounts, convert, explain
+from runas.services import accounts, convert, explain, ssh_hosts
 from runas.services.resolution_memory import ResolutionMemory
 from runas.storage.tables import AccountRow, AgentRow, ObjectRow, WorkflowRow
 
@@ -153,6 +153,8 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
         "etag": etag,
         "workflows": workflows,
         "bundle": base64.b64encode(sealed).decode("ascii"),
+        # Public data, the same for every agent of the group: the SSH host keys it trusts.
+        "known_hosts": ssh_hosts.known_hosts(s),
     }
     body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     return BuiltConfig(

@@ -44,7 +44,7 @@ from pydantic import BaseModel
 from sqlalchemy import event, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from runas.errors import InvalidInput, RunAsError
 from runas.runtime import Runtime, UnitOfWork
@@ -135,6 +135,15 @@ class AuditAction(StrEnum):
     AGENT_RENEW = "agent:renew"
     AGENT_TOKEN_CREATE = "agent:token-create"  # noqa: S105 - an event tag
     AGENT_CA_CREATE = "agent:ca-create"
+
+    # SSH host keys the management group trusts (services/ssh_hosts.py)
+    #: an agent reported a host key nobody trusts yet (pending)
+    SSH_HOST_KEY_OFFER = "ssh-host-key:offer"
+    #: an agent reported a key other than the trusted one of that type: possible interception
+    SSH_HOST_KEY_CHANGED = "ssh-host-key:changed"
+    SSH_HOST_KEY_APPROVE = "ssh-host-key:approve"
+    SSH_HOST_KEY_ADD = "ssh-host-key:add"
+    SSH_HOST_KEY_REMOVE = "ssh-host-key:remove"
 
 
 class AuditTrailBroken(RunAsError):
@@ -307,6 +316,8 @@ class _Entry:
 
 _PENDING = "runas.audit.pending"
 _LISTENING = "runas.audit.listening"
+#: savepoint -> how many records were queued when it began
+_MARKS = "runas.audit.savepoints"
 
 
 def record(
@@ -344,7 +355,9 @@ def record(
     if not session.info.get(_LISTENING):
         # once per session, which may commit more than once (each commit appends its records)
         event.listen(session, "before_commit", _on_before_commit)
-        event.listen(session, "after_rollback", _on_after_rollback)
+        event.listen(session, "after_transaction_create", _on_transaction_create)
+        event.listen(session, "after_soft_rollback", _on_soft_rollback)
+        event.listen(session, "after_transaction_end", _on_transaction_end)
         session.info[_LISTENING] = True
     session.info.setdefault(_PENDING, []).append(entry)
 
@@ -355,8 +368,30 @@ def _on_before_commit(session: Session) -> None:
         _append(session, pending)
 
 
-def _on_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+def _on_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        marks = session.info.setdefault(_MARKS, {})
+        marks[id(transaction)] = len(session.info.get(_PENDING) or ())
+
+
+def _on_soft_rollback(session: Session, previous: SessionTransaction) -> None:
+    """A rolled-back savepoint drops only the records queued inside it (its changes are gone,
+    the transaction goes on); a rolled-back transaction drops them all."""
+    if previous.nested:
+        # no mark: the listener was set up inside this savepoint, so all were queued in it
+        mark = (session.info.get(_MARKS) or {}).get(id(previous), 0)
+        pending = session.info.get(_PENDING)
+        if pending is not None:
+            del pending[mark:]
+    elif previous.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+def _on_transaction_end(session: Session, transaction: SessionTransaction) -> None:
+    # Marks live until the outermost transaction ends: SQLAlchemy ends a savepoint *before*
+    # it reports the savepoint's rollback, which still needs the mark.
+    if transaction.parent is None:
+        session.info.pop(_MARKS, None)
 
 
 def _lock_head(session: Session) -> SettingRow:

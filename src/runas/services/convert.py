@@ -186,6 +186,7 @@ def workflow_def(row: WorkflowRow) -> WorkflowDef:
         enabled=row.enabled,
         description=row.description,
         pack=row.pack_id,
+        discovers=tuple(row.discovers or ()),
     )
 
 
@@ -210,6 +211,7 @@ def workflow_row(w: WorkflowDef, pack_id: str) -> WorkflowRow:
         probe_type=w.probe_type,
         probe_config=_jsonable(dict(w.probe_config)),
         enabled=w.enabled,
+        discovers=list(w.discovers),
     )
 
 

@@ -92,15 +92,26 @@ def _check_properties(h: ClassHierarchy, o: DiscoveredObject, where: str) -> dic
 
 
 def submit(
-    uow: UnitOfWork, payload: DiscoveryPayload, *, only_computer: str | None = None
+    uow: UnitOfWork,
+    payload: DiscoveryPayload,
+    *,
+    only_computer: str | None = None,
+    scope: str | None = None,
+    remote_classes: tuple[str, ...] = (),
 ) -> DiscoveryResult:
-    """``only_computer``: an agent's own discovery (services/monitoring.py): the snapshot must
-    be scoped to that computer and every object must be hosted on it (or be it), else
-    InvalidInput before anything is written."""
+    """``only_computer``: discovery from an agent (services/monitoring.py): the payload must
+    name that computer and every object must be hosted on it (or be it) — or, for a discovery
+    workflow that declares the classes it discovers, be of one of ``remote_classes`` (an AD-style
+    system discovery creates other computers) — else InvalidInput before anything is written.
+
+    ``scope``: what the snapshot replaces (default: the payload's computer). A discovery
+    workflow's snapshot is scoped to the object it ran for, so two targets of one workflow on
+    one computer do not erase each other's findings."""
     s = uow.session
     h = catalog_loader.hierarchy(s)
-    scope = payload.computer or ""
-    if only_computer is not None and scope != only_computer:
+    if scope is None:
+        scope = payload.computer or ""
+    if only_computer is not None and (payload.computer or "") != only_computer:
         raise InvalidInput(
             f"discovery from {only_computer} must be scoped to it (computer: {only_computer})"
         )
@@ -135,7 +146,11 @@ def submit(
             segments = [*host_segments, *own]
         name = full_name(o.class_id, segments)
         # The first segment of every full name is its computer's name (names.py).
-        if only_computer is not None and segments[0] != only_computer:
+        if (
+            only_computer is not None
+            and segments[0] != only_computer
+            and not any(c in h and h.is_a(o.class_id, c) for c in remote_classes)
+        ):
             raise InvalidInput(f"{where}: {name} is not hosted on {only_computer}")
         if name in by_name:
             raise InvalidInput(f"{where}: {name} is listed twice")

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 from runas.domain.health import DEFAULT_GRACE
 from runas.errors import InvalidInput, NotFound
 from runas.runtime import UnitOfWork
-from runas.services import audit, discovery, lookup
+from runas.services import audit, discovery, lookup, ssh_hosts
 from runas.services import objects as object_service
 from runas.services.audit import AuditAction
 from runas.services.discovery import MAX_OBJECTS, DiscoveredObject, DiscoveryPayload
@@ -278,19 +278,27 @@ def _store_results(
     _store_credential_checks(uow, agent_id, [r for r, _ in accepted], out)
 
 
-def _submit_discovery(uow: UnitOfWork, agent_id: str, payload: DiscoveryPayload) -> bool:
-    """The agent's own discovery, in a savepoint: refused as a whole (logged and audited as
-    denied) if it names anything outside the agent's computer or is invalid. Returns whether
-    it changed any object."""
-    # A savepoint's rollback fires the session's after_rollback, on which the audit module
-    # drops every record still queued in the transaction: keep those queued before it.
-    queued = list(uow.session.info.get(audit._PENDING) or [])
+def _submit_discovery(
+    uow: UnitOfWork,
+    agent_id: str,
+    payload: DiscoveryPayload,
+    *,
+    scope: str | None = None,
+    remote_classes: tuple[str, ...] = (),
+) -> bool:
+    """Discovery from an agent, in a savepoint: refused as a whole (logged and audited as
+    denied) if it names anything outside the agent's computer (beyond ``remote_classes``) or is
+    invalid. Returns whether it changed any object."""
     try:
         with uow.session.begin_nested():
-            result = discovery.submit(uow, payload, only_computer=agent_id)
+            result = discovery.submit(
+                uow,
+                payload,
+                only_computer=agent_id,
+                scope=scope,
+                remote_classes=remote_classes,
+            )
     except InvalidInput as err:
-        if queued and not uow.session.info.get(audit._PENDING):
-            uow.session.info[audit._PENDING] = queued
         _log.warning(
             "agent.discovery_refused",
             extra={"fields": {"agent": agent_id, "source": payload.source, "error": str(err)}},
@@ -304,6 +312,44 @@ def _submit_discovery(uow: UnitOfWork, agent_id: str, payload: DiscoveryPayload)
         )
         return False
     return bool(result.added or result.updated or result.removed)
+
+
+def _submit_workflow_discoveries(
+    uow: UnitOfWork, agent_id: str, results: Sequence[ResultIn], out: _Outcome
+) -> None:
+    """What the agent's discovery workflows found: each result with ``discovery`` is a snapshot
+    from source = the workflow, scoped to the object it ran for (so the findings of one target
+    never erase another's). Only a discovery workflow, run for an object on the agent's own
+    computer, may submit; objects off that computer only of the classes it ``discovers``."""
+    s = uow.session
+    for r in results:
+        if r.discovery is None:
+            continue
+        workflow = s.get(WorkflowRow, r.workflow)
+        if workflow is None or workflow.kind != "discovery":
+            out.skip("discovery from a workflow that is not a discovery")
+            continue
+        target = s.scalars(select(ObjectRow).where(ObjectRow.full_name == r.object)).one_or_none()
+        if target is None or target.computer_name != agent_id:
+            out.skip("discovery for an object of another computer")
+            continue
+        payload = DiscoveryPayload(source=r.workflow, computer=agent_id, objects=r.discovery)
+        if _submit_discovery(
+            uow, agent_id, payload, scope=r.object, remote_classes=tuple(workflow.discovers)
+        ):
+            out.health_changed = True
+
+
+def _record_host_keys(uow: UnitOfWork, agent_id: str, results: Sequence[ResultIn]) -> None:
+    """Each SSH host key a probe was offered and could not verify becomes a pending key
+    (once per distinct key; ``services/ssh_hosts.py``), whatever became of its result."""
+    seen: set[tuple[str, int, str]] = set()
+    for r in results:
+        offer = r.host_key
+        if offer is None or (offer.host, offer.port, offer.key) in seen:
+            continue
+        seen.add((offer.host, offer.port, offer.key))
+        ssh_hosts.record_offer(uow, agent_id, offer.host, offer.port, offer.key)
 
 
 def record_report(
@@ -325,7 +371,9 @@ def record_report(
     # Discovery first: results may be about objects it adds.
     if report.discovery is not None and _submit_discovery(uow, agent_id, report.discovery):
         out.health_changed = True
+    _submit_workflow_discoveries(uow, agent_id, report.results, out)
     _store_results(uow, agent_id, report.results, out)
+    _record_host_keys(uow, agent_id, report.results)
 
     if out.skipped:
         _log.warning(

@@ -42,6 +42,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -242,6 +243,8 @@ class WorkflowRow(Base):
     probe_type: Mapped[str] = mapped_column(String(64))
     probe_config: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     enabled: Mapped[bool] = mapped_column(default=True)
+    #: discovery workflows: the classes they discover (ids), for objects off the agent's computer
+    discovers: Mapped[list[str]] = mapped_column(Json, default=list, server_default=text("'[]'"))
 
     pack: Mapped[PackRow] = relationship(back_populates="workflows")
 
@@ -654,6 +657,35 @@ class AlertRow(Base):
     closed_at: Mapped[datetime | None] = mapped_column(index=True)
 
 
+class SshHostKeyRow(Base):
+    """An SSH host key of a target (``host``, ``port``): *pending* when an agent reported it
+    offered (nobody trusts it yet), *trusted* once an administrator approved its fingerprint or
+    added it. Only trusted keys reach agents (their ``known_hosts``). Public data."""
+
+    __tablename__ = "ssh_host_keys"
+    __table_args__ = (
+        UniqueConstraint("host", "port", "key_type", "key"),
+        CheckConstraint("status IN ('pending', 'trusted')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    host: Mapped[str] = mapped_column(String(NAME_LENGTH), index=True)
+    port: Mapped[int]
+    #: the OpenSSH key type (``ssh-ed25519``, ``ecdsa-sha2-nistp256``, ``ssh-rsa``…)
+    key_type: Mapped[str] = mapped_column(String(64))
+    #: base64 of the public key blob, as in a known_hosts line (bounded so the unique index
+    #: fits PostgreSQL's B-tree row limit)
+    key: Mapped[str] = mapped_column(String(2048))
+    #: ``SHA256:<base64 without padding>``, as ``ssh-keygen -l`` prints it
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the agent that reported the offer; None for a key an administrator added
+    reported_by: Mapped[str | None] = mapped_column(String(64))
+    approved_by: Mapped[str | None]
+    approved_at: Mapped[datetime | None]
+
+
 __all__ = [
     "FULL_NAME_LENGTH",
     "NAME_LENGTH",
@@ -682,6 +714,7 @@ __all__ = [
     "RunAsHealthRow",
     "SecretVersionRow",
     "SettingRow",
+    "SshHostKeyRow",
     "UTCDateTime",
     "UserRow",
     "WorkflowRow",

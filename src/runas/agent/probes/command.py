@@ -362,7 +362,8 @@ class _BagError(Exception):
     """An invalid property bag (internal: it becomes an ``unknown`` result, never escapes)."""
 
 
-_BAG_KEYS = frozenset({"state", "message", "perf", "events", "auth_failure"})
+_BAG_KEYS = frozenset({"state", "message", "perf", "events", "auth_failure", "discovery"})
+_OBJECT_KEYS = frozenset({"class", "key", "properties", "host"})
 
 
 @dataclass(frozen=True)
@@ -372,6 +373,7 @@ class _Bag:
     perf: dict[str, float]
     events: tuple[ProbeEvent, ...]
     auth_failure: AuthFailure | None
+    discovery: tuple[dict[str, Any], ...] | None = None
 
 
 def _choice(value: Any, kind: type[StrEnum], what: str) -> Any:
@@ -429,6 +431,36 @@ def _auth_failure(value: Any) -> AuthFailure | None:
     return AuthFailure(kind, _cut(_text(value.get("message", ""), "'auth_failure' 'message'")))
 
 
+def _scalars(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _BagError(f"{what} must be an object")
+    for name, item in value.items():
+        if item is not None and not isinstance(item, str | int | float | bool):
+            raise _BagError(f"{what} {name!r} must be a string, number, boolean or null")
+    return dict(value)
+
+
+def _discovery(value: Any) -> tuple[dict[str, Any], ...] | None:
+    """Objects a discovery found, in the shape of ``runas discovery submit`` (the server checks
+    classes, keys and hosts; here only the shape)."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise _BagError("'discovery' must be a list of objects")
+    found: list[dict[str, Any]] = []
+    for index, item in enumerate(value):
+        what = f"discovery object {index}"
+        if not isinstance(item, dict) or set(item) - _OBJECT_KEYS:
+            raise _BagError(f"{what} must be an object with {', '.join(sorted(_OBJECT_KEYS))}")
+        obj: dict[str, Any] = {"class": _text(item.get("class"), f"{what} 'class'")}
+        obj["key"] = _scalars(item.get("key", {}), f"{what} 'key'")
+        obj["properties"] = _scalars(item.get("properties", {}), f"{what} 'properties'")
+        if item.get("host") is not None:
+            obj["host"] = _text(item["host"], f"{what} 'host'")
+        found.append(obj)
+    return tuple(found)
+
+
 def _parse_bag(text: str) -> _Bag:
     try:
         value = json.loads(text)
@@ -453,6 +485,7 @@ def _parse_bag(text: str) -> _Bag:
         perf=_perf(value.get("perf", {})),
         events=_events(value.get("events", [])),
         auth_failure=_auth_failure(value.get("auth_failure")),
+        discovery=_discovery(value.get("discovery")),
     )
 
 
@@ -510,6 +543,7 @@ def _interpret(raw: _Raw, stdout: str, stderr: str, timeout_s: float) -> ProbeRe
             perf=bag.perf,
             events=bag.events,
             auth_failure=bag.auth_failure,
+            discovery=bag.discovery,
             truncated=raw.truncated,
             stdout=stdout,
             stderr=stderr,
