@@ -610,3 +610,16 @@ def test_declared_classes_may_be_discovered_off_the_agents_computer(world: World
     with pytest.raises(NotFound):
         world.backend.object_show(f"Contoso.SQL.Database:{B};MSSQLSERVER;nope")
     assert len(world.audit("agent:discovery-refused")) == 1
+
+
+def test_the_full_sweep_grooms_old_events(world: World) -> None:
+    old = [{"severity": "warning", "message": "old news"}]
+    world.report(results=[result(events=old)])
+    world.clock.advance(days=8)
+    new = [{"severity": "information", "message": "fresh"}]
+    world.report(results=[result(events=new, at=world.clock.now)])
+    sweeper = run_as_health.HealthSweeper(
+        world.runtime, interval_s=60, grace=GRACE, event_retention=timedelta(days=7)
+    )
+    sweeper.run_once()  # the first sweep is a full one
+    assert [e.message for e in world.rows(AgentEventRow)] == ["fresh"]

@@ -197,6 +197,7 @@ def serve(
                 runtime,
                 interval_s=settings.health_interval,
                 grace=timedelta(seconds=settings.credentials_grace),
+                event_retention=timedelta(seconds=settings.event_retention),
             )
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full passes, which would otherwise walk it again and again while

@@ -57,8 +57,10 @@ class ServerSettings(BaseSettings):
     health_interval: float = 30.0
     #: how long an account may be needed but not distributed before "credentials not found"
     credentials_grace: float = 300.0
+    #: how long agents' events are kept before the full health sweep deletes them
+    event_retention: float = 7 * 86400.0
 
-    @field_validator("health_interval", "credentials_grace", mode="before")
+    @field_validator("health_interval", "credentials_grace", "event_retention", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)

@@ -406,6 +406,17 @@ def prune_reports(session: Session, now: datetime, keep: timedelta = REPORT_RETE
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+#: how long agents' events are kept (SCOM grooms event data after 7 days by default)
+DEFAULT_EVENT_RETENTION = timedelta(days=7)
+
+
+def prune_events(session: Session, now: datetime, keep: timedelta = DEFAULT_EVENT_RETENTION) -> int:
+    """Delete agents' events older than ``keep`` (the full Run As health sweep calls this):
+    events arrive with every report, and a table nobody grooms grows without bound."""
+    result = session.execute(delete(AgentEventRow).where(AgentEventRow.at < now - keep))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 # -- reading ---------------------------------------------------------------------------------
 
 

@@ -381,13 +381,19 @@ class HealthSweeper:
     a sweep of every computer every interval would compete with every poll."""
 
     def __init__(
-        self, runtime: Runtime, *, interval_s: float, grace: timedelta = DEFAULT_GRACE
+        self,
+        runtime: Runtime,
+        *,
+        interval_s: float,
+        grace: timedelta = DEFAULT_GRACE,
+        event_retention: timedelta = monitoring.DEFAULT_EVENT_RETENTION,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
         self.runtime = runtime
         self.interval_s = interval_s
         self.grace = grace
+        self.event_retention = event_retention
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: computer -> the epoch at its last evaluation
@@ -442,6 +448,8 @@ class HealthSweeper:
                 )
         with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
             monitoring.prune_reports(uow.session, uow.now)
+            if full:
+                monitoring.prune_events(uow.session, uow.now, self.event_retention)
         return done
 
 
