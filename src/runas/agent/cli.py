@@ -20,6 +20,7 @@ from typing import Annotated
 
 import typer
 
+from runas.agent.identity import load_identity
 from runas.agent.main import run_agent
 from runas.agent.settings import load_agent_settings
 from runas.errors import RunAsError
@@ -57,6 +58,28 @@ def run_command_line(config_path: Path | None, *, stop_event: threading.Event | 
     return 0
 
 
+def reset_epoch_command_line(config_path: Path | None) -> int:
+    """Forget the configuration epoch the agent holds, for a management group whose database
+    was restored from a backup: its epochs went back, and the agent — which refuses an older
+    configuration than the one it holds, so that a replayed one cannot take secrets back to an
+    earlier state — would refuse every configuration. The cached configuration goes too (its
+    sealed bundle is of the newer epoch). Run it with the agent stopped; returns the exit code."""
+    try:
+        settings = load_agent_settings(config_path)
+        identity = load_identity(settings.data_dir, settings.agent_id)
+        held = int(identity.state.get("config_epoch", 0))
+        identity.erase_secrets()
+        identity.update_state(config_epoch=0, bundle_epoch=0)
+    except RunAsError as err:
+        print(f"runas agent: {err}", file=sys.stderr)
+        return 1
+    print(
+        f"agent {identity.agent_id}: forgot configuration epoch {held}; the next configuration "
+        "from the management group is accepted whatever its epoch (start the agent again)"
+    )
+    return 0
+
+
 def build_app() -> typer.Typer:
     """A Typer app with the ``run`` command, for ``runas agent``."""
     app = typer.Typer(help="Run the runas agent on this computer.", no_args_is_help=True)
@@ -70,7 +93,16 @@ def build_app() -> typer.Typer:
         """Enrol, then run the workflows the management group gives this computer."""
         raise typer.Exit(run_command_line(config))
 
+    @app.command("reset-epoch")
+    def reset_epoch(
+        config: Annotated[
+            Path | None, typer.Option("--config", help="agent.toml (see docs/agents.md)")
+        ] = None,
+    ) -> None:
+        """After the management group's database was restored: accept its older epochs."""
+        raise typer.Exit(reset_epoch_command_line(config))
+
     return app
 
 
-__all__ = ["build_app", "run_command_line"]
+__all__ = ["build_app", "reset_epoch_command_line", "run_command_line"]
