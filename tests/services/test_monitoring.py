@@ -623,3 +623,37 @@ def test_the_full_sweep_grooms_old_events(world: World) -> None:
     )
     sweeper.run_once()  # the first sweep is a full one
     assert [e.message for e in world.rows(AgentEventRow)] == ["fresh"]
+
+
+def test_a_long_sweep_rests_so_deliveries_keep_the_cpu(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account_id = world.account("sql-a")
+    world.associate("sql-a")
+    with world.runtime.unit_of_work() as uow:
+        for computer in (A, B, "c.contoso.com"):
+            uow.session.add(
+                RunAsHealthRow(
+                    account_id=account_id, computer=computer, since=T0, report_message=""
+                )
+            )
+    ticks = iter(range(1_000_000))
+    monkeypatch.setattr(run_as_health.time, "monotonic", lambda: next(ticks) * 0.01)
+    sweeper = run_as_health.HealthSweeper(
+        world.runtime, interval_s=60, grace=GRACE, duty=0.25, unpaced=1
+    )
+    rests: list[float] = []
+
+    class Stop:
+        def is_set(self) -> bool:
+            return False
+
+        def wait(self, seconds: float) -> None:
+            rests.append(round(seconds, 6))
+
+    sweeper._stop = Stop()  # type: ignore[assignment]
+    assert sweeper.run_once() == 3
+    # every computer after the first rests three times what it took (a quarter of the time)
+    assert rests == [0.03, 0.03]
+    with pytest.raises(ValueError, match="duty"):
+        run_as_health.HealthSweeper(world.runtime, interval_s=60, duty=0)

@@ -23,6 +23,7 @@ from runas.errors import AgentNotApproved, AgentRemoved
 from runas.runtime import Runtime
 from runas.server import problems
 from runas.server.agent_listener import AgentIdentities, KnownAgent, require_certificate
+from runas.server.deliveries import DeliveryWriter
 from runas.server.epochs import EpochWatcher
 from runas.server.metrics import Metrics
 from runas.server.middleware import BodyLimit, Observe
@@ -141,21 +142,20 @@ def create_agent_app(
             return agents.enrol(uow, req)
 
     configs: AgentConfigCache = app.state.configs
+    deliveries = DeliveryWriter(runtime)
+    app.state.deliveries = deliveries
     identities: AgentIdentities = app.state.identities
 
     def build(caller: AgentCaller) -> BuiltConfig:
         actor = f"agent:{caller.agent_id}"
         # Built in a read-only transaction (many at once, no write lock); the secrets' uses
-        # and the agent's last contact are written in one short transaction after, which
-        # must commit before anything is sent.
+        # and the agent's last contact are written after, grouped with other deliveries
+        # waiting at the same time (server/deliveries.py), and committed before anything is
+        # sent.
         with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
             row = caller.check(uow.session.get(AgentRow, caller.agent_id))
             built = agent_config.build(uow, row, memory=memory)
-        with runtime.unit_of_work(actor=actor, source=caller.source) as uow:
-            agent_config.record_delivery(uow, built)
-            agents.touch(
-                uow.session, caller.agent_id, now=uow.now, source=caller.source, epoch=built.epoch
-            )
+        deliveries.record(built, caller.agent_id, caller.source)
         return built
 
     def answer(request: Request, built: BuiltConfig) -> Response:

@@ -369,6 +369,14 @@ def awaiting_grace(session: Session) -> set[str]:
     )
 
 
+#: the share of the time a long sweep may work (it rests the rest): after a change that touches
+#: every computer — a password rolled out to thousands of agents — the sweep must not take the
+#: CPU (and the GIL) from the configuration deliveries that roll the change out
+SWEEP_DUTY = 0.5
+#: a sweep this short runs without resting
+SWEEP_UNPACED = 100
+
+
 class HealthSweeper:
     """A daemon thread that re-evaluates Run As health every ``interval_s`` seconds.
 
@@ -387,9 +395,15 @@ class HealthSweeper:
         interval_s: float,
         grace: timedelta = DEFAULT_GRACE,
         event_retention: timedelta = monitoring.DEFAULT_EVENT_RETENTION,
+        duty: float = SWEEP_DUTY,
+        unpaced: int = SWEEP_UNPACED,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
+        if not 0 < duty <= 1:
+            raise ValueError("duty must be in (0, 1]")
+        self.duty = duty
+        self.unpaced = unpaced
         self.runtime = runtime
         self.interval_s = interval_s
         self.grace = grace
@@ -434,9 +448,10 @@ class HealthSweeper:
         else:
             computers = [c for c in computers if c in waiting or self._evaluated_at.get(c) != epoch]
         done = 0
-        for computer in computers:
+        for index, computer in enumerate(computers):
             if self._stop.is_set():
                 break
+            began = time.monotonic()
             try:
                 with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
                     evaluate_computer(uow, computer, grace=self.grace)
@@ -446,6 +461,9 @@ class HealthSweeper:
                 _log.exception(
                     "runas_health.evaluate_failed", extra={"fields": {"computer": computer}}
                 )
+            if index >= self.unpaced and self.duty < 1:
+                spent = time.monotonic() - began
+                self._stop.wait(spent * (1 - self.duty) / self.duty)
         with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
             monitoring.prune_reports(uow.session, uow.now)
             if full:

@@ -1,0 +1,116 @@
+"""Group commit of what configuration deliveries leave behind.
+
+Before a configuration leaves the agent listener, the use of every secret in its bundle must be
+in the audit trail (``account:secret-use``) and the agent's last contact noted. One transaction
+per delivery made those writes the serial part of a credential roll-out: after a password
+change every agent fetches a configuration at once, and each waited for its own commit (the
+audit chain's head lock, SQLite's single writer). :class:`DeliveryWriter` writes the deliveries
+that are waiting in one transaction: the first caller to find no writer at work becomes the
+writer and commits what has queued up — its own delivery and those that arrived meanwhile —
+in batches until the queue is empty; every caller returns only once its own records are
+committed, so the promise holds (nothing is sent before its audit record is durable).
+
+A batch that fails is retried one delivery at a time, so one bad delivery (an account removed
+meanwhile, say) fails only its own request. Each record keeps its own actor and source.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from runas.runtime import Runtime, UnitOfWork
+from runas.services import agent_config, agents
+from runas.services.agent_config import BuiltConfig
+
+#: deliveries per transaction at most (bounds a transaction's length and the writer's latency)
+MAX_BATCH = 256
+
+
+@dataclass
+class _Delivery:
+    built: BuiltConfig
+    agent_id: str
+    source: str
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class DeliveryWriter:
+    """Thread-safe; :meth:`record` blocks until the delivery's records are committed."""
+
+    def __init__(self, runtime: Runtime, *, max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._runtime = runtime
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Delivery] = []
+        self._writing = False
+        #: batches committed and deliveries in them (for tests and metrics)
+        self.batches = 0
+        self.written = 0
+
+    def record(self, built: BuiltConfig, agent_id: str, source: str) -> None:
+        """Audit the secrets ``built`` carries and note the agent's contact; raises what the
+        write raised when it could not be committed (the configuration must not be sent)."""
+        item = _Delivery(built, agent_id, source)
+        with self._lock:
+            self._queue.append(item)
+            lead = not self._writing
+            self._writing = True
+        if lead:
+            self._write_queue()
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+
+    def _write_queue(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._queue[: self._max_batch]
+                del self._queue[: self._max_batch]
+                if not batch:
+                    self._writing = False
+                    return
+            try:
+                self._write(batch)
+            except Exception as err:
+                if len(batch) == 1:
+                    batch[0].error = err
+                else:
+                    for item in batch:
+                        self._write_one(item)
+            finally:
+                for item in batch:
+                    item.done.set()
+
+    def _write_one(self, item: _Delivery) -> None:
+        try:
+            self._write([item])
+        except Exception as err:
+            item.error = err
+
+    def _write(self, batch: list[_Delivery]) -> None:
+        first = batch[0]
+        with self._runtime.unit_of_work(
+            actor=f"agent:{first.agent_id}", source=first.source
+        ) as uow:
+            for item in batch:
+                _record(uow, item)
+        with self._lock:
+            self.batches += 1
+            self.written += len(batch)
+
+
+def _record(uow: UnitOfWork, item: _Delivery) -> None:
+    # each audit record names its own agent and address, as its own transaction would have
+    uow.actor = f"agent:{item.agent_id}"
+    uow.source = item.source
+    agent_config.record_delivery(uow, item.built)
+    agents.touch(
+        uow.session, item.agent_id, now=uow.now, source=item.source, epoch=item.built.epoch
+    )
+
+
+__all__ = ["MAX_BATCH", "DeliveryWriter"]

@@ -1,0 +1,137 @@
+"""DeliveryWriter: the secret-use audit records of many configuration deliveries in one
+transaction, each caller back only once its own records are committed, failures isolated."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from runas.runtime import Runtime
+from runas.server import deliveries
+from runas.server.deliveries import DeliveryWriter
+from runas.services import agent_config, setup
+from runas.services.agent_config import BuiltConfig
+from runas.settings import Settings
+from runas.storage.tables import AuditRow
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, db_url: str) -> Iterator[Runtime]:
+    rt = Runtime(Settings(data_dir=tmp_path / "data", database_url=db_url, actor="test"), env={})
+    setup.init(rt, "test")
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def built(agent_id: str) -> BuiltConfig:
+    return BuiltConfig(
+        agent_id=agent_id,
+        epoch=1,
+        etag='"1"',
+        body=b"{}",
+        delivered=((7, 1),),
+        uses=((7, 1, ("password",)),),
+    )
+
+
+def until(condition: Any) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def secret_uses(rt: Runtime) -> list[tuple[str, str, str]]:
+    with rt.unit_of_work() as uow:
+        rows = uow.session.scalars(
+            select(AuditRow).where(AuditRow.action == "account:secret-use").order_by(AuditRow.seq)
+        )
+        return [(r.actor, r.source, r.details["purpose"]) for r in rows]
+
+
+def test_concurrent_deliveries_are_committed_together_each_under_its_own_name(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = DeliveryWriter(runtime)
+    # Hold the first writer inside its transaction until every other caller has queued, so
+    # that grouping is certain rather than a matter of timing.
+    release = threading.Event()
+    original = agent_config.record_delivery
+
+    def slow_first(uow: Any, item: BuiltConfig) -> None:
+        if item.agent_id == "a00":
+            release.wait(10)
+        original(uow, item)
+
+    monkeypatch.setattr(deliveries.agent_config, "record_delivery", slow_first)
+    names = [f"a{i:02d}" for i in range(12)]
+    returned: list[str] = []
+    threads = [
+        threading.Thread(
+            target=lambda n=n: (writer.record(built(n), n, f"10.0.0.{n[1:]}"), returned.append(n))
+        )
+        for n in names
+    ]
+    threads[0].start()
+    until(lambda: writer._writing)  # the first caller is now the writer
+    for t in threads[1:]:
+        t.start()
+    until(lambda: len(writer._queue) == len(names) - 1)
+    assert returned == []  # nobody is back before their records are committed
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert sorted(returned) == names
+    assert (writer.batches, writer.written) == (2, 12)  # the first alone, then the other 11
+    uses = secret_uses(runtime)
+    assert sorted(uses) == sorted(
+        (f"agent:{n}", f"10.0.0.{n[1:]}", f"configuration of agent {n}") for n in names
+    )
+    with runtime.unit_of_work() as uow:
+        from runas.services import audit
+
+        assert audit.verify(uow.session).ok
+
+
+def test_a_failing_delivery_fails_only_its_own_caller(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = DeliveryWriter(runtime, max_batch=50)
+    original = agent_config.record_delivery
+
+    def broken_for_b(uow: Any, item: BuiltConfig) -> None:
+        if item.agent_id == "b":
+            raise RuntimeError("cannot write b")
+        original(uow, item)
+
+    monkeypatch.setattr(deliveries.agent_config, "record_delivery", broken_for_b)
+    # queue three deliveries behind a held writer, so they are written as one batch
+    writer._writing = True
+    errors: dict[str, BaseException] = {}
+
+    def deliver(name: str) -> None:
+        try:
+            writer.record(built(name), name, "src")
+        except RuntimeError as err:
+            errors[name] = err
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in "abc"]
+    for t in threads:
+        t.start()
+    until(lambda: len(writer._queue) == 3)
+    writer._write_queue()  # what the held writer does next
+    for t in threads:
+        t.join(10)
+    assert list(errors) == ["b"]
+    assert sorted(actor for actor, _, _ in secret_uses(runtime)) == ["agent:a", "agent:c"]
+    assert writer._writing is False
+    writer.record(built("d"), "d", "src")  # and the next caller writes again
+    assert len(secret_uses(runtime)) == 3
