@@ -28,6 +28,7 @@ ALL_TABLES = {
     "associations",
     "audit_log",
     "classes",
+    "connected_groups",
     "discovery_claims",
     "distribution",
     "groups",
@@ -39,6 +40,8 @@ ALL_TABLES = {
     "role_assignments",
     "secret_versions",
     "ssh_host_keys",
+    "task_runs",
+    "task_targets",
     "users",
     "workflows",
 }

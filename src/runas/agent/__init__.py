@@ -12,8 +12,9 @@ The agent process (``runas agent run``, contract in ``docs/agents.md``) is built
 :mod:`~runas.agent.settings` (``agent.toml`` + ``RUNAS_AGENT_*``), :mod:`~runas.agent.identity`
 (data directory, keys, certificate), :mod:`~runas.agent.client` (mTLS to the management servers,
 failover), :mod:`~runas.agent.config` (typed configuration, sealed bundle, cache),
-:mod:`~runas.agent.scheduler` and :mod:`~runas.agent.worker` (runs), :mod:`~runas.agent.main`
-(the loop) and :mod:`~runas.agent.cli` (the entry point).
+:mod:`~runas.agent.scheduler` and :mod:`~runas.agent.worker` (runs), :mod:`~runas.agent.tasks`
+(tasks operators start), :mod:`~runas.agent.main` (the loop) and :mod:`~runas.agent.cli`
+(the entry point).
 
 The Run As health those probes feed is pure domain logic, in :mod:`runas.domain.health`.
 """

@@ -249,6 +249,19 @@ class ManagementClient:
         accepted = data.get("accepted", 0)
         return accepted if isinstance(accepted, int) else 0
 
+    def fetch_tasks(self) -> list[Any]:
+        """The task documents waiting for this agent (``runas.agent.tasks`` checks each).
+        The server marks them delivered as it answers: a doc is served once."""
+        tasks = self._json(self._request("GET", "/tasks")).get("tasks", [])
+        if not isinstance(tasks, list):
+            raise ServerError(f"{self.current} answered tasks that are not a list")
+        return tasks
+
+    def send_task_result(self, target: int, result: Mapping[str, Any]) -> bool:
+        """Post one task target's result; False when the server already had one (ignored)."""
+        data = self._json(self._request("POST", f"/tasks/{int(target)}/result", json=dict(result)))
+        return data.get("accepted") is True
+
     # -- plumbing -------------------------------------------------------------------------------
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:

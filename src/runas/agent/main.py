@@ -8,6 +8,7 @@
     start the scheduler thread                 │  stop the workflows, erase the secrets
     loop until stop:                           │  (memory and cache), drop the certificate
       every poll_interval: GET config (ETag)   │  and go back to enrolment
+        then GET tasks (runas.agent.tasks)     │
       every report_interval: POST reports     ─┘
 
 Threads: the calling thread runs this loop (talking to the servers); one thread runs the
@@ -53,6 +54,7 @@ from runas.agent.identity import AgentIdentity, load_identity
 from runas.agent.probes.command import ProbeResult, ProbeState
 from runas.agent.scheduler import UNAVAILABLE_MESSAGE, Scheduler
 from runas.agent.settings import AgentSettings
+from runas.agent.tasks import TaskRunner
 from runas.agent.worker import Worker, resolve_action_user
 from runas.crypto.ca import agent_id_of, make_csr
 from runas.errors import DecryptionError, InvalidInput, RunAsError
@@ -195,6 +197,7 @@ class Agent:
         self.scheduler: Scheduler | None = None
         self.worker: Worker | None = None
         self.client: ManagementClient | None = None
+        self.tasks: TaskRunner | None = None
 
     def __repr__(self) -> str:
         return f"Agent(id={self.settings.agent_id!r})"
@@ -331,9 +334,13 @@ class Agent:
             now = self._clock()
             if now >= next_poll:
                 self._poll(client)
+                if self.tasks is not None:  # after the configuration: it may bring their bundle
+                    self.tasks.poll(client)
                 next_poll = self._clock() + self.settings.poll_interval
             if now >= next_report:
                 try:
+                    if self.tasks is not None:  # task results waiting since a failed post
+                        self.tasks.flush(client)
                     self._send(client)
                 except ServersUnavailable as err:
                     _warn("agent.report_deferred", detail=str(err))
@@ -348,6 +355,8 @@ class Agent:
         self.scheduler.configure(())
         self.store.erase()
         self.outgoing.clear()
+        if self.tasks is not None:
+            self.tasks.clear()
         self.identity.forget_certificate()
         client.use_certificate(None, None)
 
@@ -378,6 +387,14 @@ class Agent:
                 max_workers=settings.max_parallel,
                 clock=self._clock,
                 on_unavailable=self._unavailable,
+            )
+            # Tasks run in the scheduler's pool, beside the workflows (runas.agent.tasks).
+            self.tasks = TaskRunner(
+                identity.agent_id,
+                worker=self.worker,
+                secrets=lambda: store.secrets,
+                keys=identity.keys,
+                submit=self.scheduler.submit_call,
             )
             if identity.approved:
                 cached = store.load_cached()
@@ -425,6 +442,8 @@ class Agent:
                     self._send(client, deadline=self._clock() + FINAL_FLUSH_S)
                 except RunAsError as err:
                     _warn("agent.final_report_failed", error=type(err).__name__)
+                if self.tasks is not None:
+                    self.tasks.flush(client)
             client.close()
         if self.store is not None:
             self.store.secrets.clear()

@@ -194,6 +194,21 @@ class Scheduler:
             self._futures.add(future)
         future.add_done_callback(self._forget)
 
+    def submit_call(self, call: Callable[[], None]) -> bool:
+        """Run ``call`` in the pool now, outside any slot (a task run: no schedule, no
+        no-overlap rule). False when the scheduler is stopping; ``call`` must not raise."""
+        with self._lock:
+            if self._stopped:
+                return False
+        try:
+            future = self._executor.submit(call)
+        except RuntimeError:  # the pool is shutting down
+            return False
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+        return True
+
     def _forget(self, future: Future[None]) -> None:
         with self._lock:
             self._futures.discard(future)

@@ -31,7 +31,7 @@ import logging
 import os
 import pwd
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +40,7 @@ from runas.agent.handoff import NO_CREDENTIAL, CredentialDocument, HandOff, cred
 from runas.agent.probes.base import ProbeContext, parameters_of, probe_for, render_config
 from runas.agent.probes.result import ProbeResult, ProbeState
 from runas.agent.scheduler import UNAVAILABLE_MESSAGE
+from runas.agent.scrub import Scrubber
 from runas.agent.settings import DEFAULT_ACTION_USER
 from runas.errors import ConfigurationError, InvalidInput, RunAsError
 
@@ -146,15 +147,30 @@ class Worker:
 
     def run(self, entry: WorkflowEntry) -> dict[str, Any]:
         """Run ``entry`` once and return its result (the report contract's shape)."""
+        started, probe = self.execute(entry)
+        return self.result(entry, started, probe)
+
+    def execute(
+        self, entry: WorkflowEntry, *, document: CredentialDocument | None = None
+    ) -> tuple[datetime, ProbeResult]:
+        """Run ``entry`` once: (when it started, what the probe said, scrubbed by the probe).
+
+        ``document`` replaces the entry's account (a task run with credentials typed in for
+        it, ``runas.agent.tasks``); its secrets are scrubbed along with the agent's own.
+        """
         started = self._clock()
         secrets = self._secrets()
         scrubber = secrets.scrubber()
         probe_impl = probe_for(entry.probe.type)
         if probe_impl is None:
-            return self.result(entry, started, _unknown(UNAVAILABLE_MESSAGE))
-        document = self._document(entry, secrets)
-        if isinstance(document, str):
-            return self.result(entry, started, _unknown(document))
+            return started, _unknown(UNAVAILABLE_MESSAGE)
+        if document is None:
+            found = self._document(entry, secrets)
+            if isinstance(found, str):
+                return started, _unknown(found)
+            document = found
+        elif document.secret_values():
+            scrubber = Scrubber([*secrets.values(), *document.secret_values()])
         try:
             context = ProbeContext(
                 workflow=entry.workflow,
@@ -187,11 +203,22 @@ class Worker:
                 extra={"fields": {"workflow": entry.workflow, "error": type(err).__name__}},
             )
             probe = _unknown(f"the {entry.probe.type} probe failed ({type(err).__name__})")
-        return self.result(entry, started, probe)
+        return started, probe
 
-    def result(self, entry: WorkflowEntry, started: datetime, probe: ProbeResult) -> dict[str, Any]:
-        """The report's result dict; every text scrubbed again with everything held now."""
-        scrubber = self._secrets().scrubber()
+    def result(
+        self,
+        entry: WorkflowEntry,
+        started: datetime,
+        probe: ProbeResult,
+        *,
+        extra_secrets: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """The report's result dict; every text scrubbed again with everything held now (and
+        ``extra_secrets``: credentials supplied for a task run, which the bundle does not hold)."""
+        secrets = self._secrets()
+        scrubber = (
+            Scrubber([*secrets.values(), *extra_secrets]) if extra_secrets else secrets.scrubber()
+        )
         message, hits = scrubber.scrub(probe.message)
         events, event_hits = scrubber.scrub_obj([e.to_dict() for e in probe.events])
         auth = probe.auth_failure.to_dict() if probe.auth_failure else None

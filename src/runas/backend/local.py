@@ -11,6 +11,7 @@ from runas.services import (
     agents,
     alerts,
     audit,
+    connected,
     discovery,
     distribution,
     explain,
@@ -22,6 +23,7 @@ from runas.services import (
     run_as_health,
     setup,
     ssh_hosts,
+    tasks,
     users,
 )
 from runas.services.accounts import AccountCreate, AccountSummary, AccountUpdate, AccountView
@@ -33,6 +35,11 @@ from runas.services.agents import (
 )
 from runas.services.alerts import AlertView
 from runas.services.audit import AuditRecordView, AuditVerifyView
+from runas.services.connected import (
+    ConnectedAlertsView,
+    ConnectedGroupCreate,
+    ConnectedGroupView,
+)
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
@@ -51,6 +58,7 @@ from runas.services.profiles import (
 from runas.services.run_as_health import HealthView
 from runas.services.setup import InitResult
 from runas.services.ssh_hosts import SshHostKeyAdd, SshHostKeyView
+from runas.services.tasks import TaskRunView, TaskStart, TaskView
 from runas.services.users import (
     PasswordChange,
     RoleAssign,
@@ -326,6 +334,72 @@ class LocalBackend:
     def ssh_host_remove(self, target: str, fingerprint: str | None) -> list[SshHostKeyView]:
         with self.runtime.unit_of_work() as uow:
             return ssh_hosts.remove(uow, target, fingerprint)
+
+    # tasks: local mode has no principal, so it acts as the administrator of the server host
+
+    def task_list(self, target: str | None) -> list[TaskView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return tasks.list_tasks(uow.session, target=target, principal=None)
+
+    def task_start(self, req: TaskStart) -> TaskRunView:
+        with self.runtime.unit_of_work() as uow:
+            return tasks.start(uow, req, principal=None)
+
+    def task_status(self, run_id: str) -> TaskRunView:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return tasks.show(uow.session, run_id, principal=None)
+
+    def task_output(self, run_id: str) -> TaskRunView:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return tasks.show(uow.session, run_id, principal=None, with_output=True)
+
+    def task_history(self, limit: int) -> list[TaskRunView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return tasks.history(uow.session, principal=None, limit=limit)
+
+    def tasks_execution_get(self) -> bool:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return tasks.tasks_execution(uow.session)
+
+    def tasks_execution_set(self, enabled: bool) -> bool:
+        with self.runtime.unit_of_work() as uow:
+            return tasks.set_tasks_execution(uow, enabled, principal=None)
+
+    # connected management groups: local mode acts as an administrator (no principal)
+
+    def mg_connect(self, req: ConnectedGroupCreate) -> ConnectedGroupView:
+        return connected.connect(self.runtime, req, principal=None)
+
+    def mg_list(self) -> list[ConnectedGroupView]:
+        with self.runtime.unit_of_work(read_only=True) as uow:
+            return connected.list_groups(uow.session, principal=None)
+
+    def mg_remove(self, name: str) -> str:
+        with self.runtime.unit_of_work() as uow:
+            return connected.remove(uow, name, principal=None)
+
+    def alert_list_connected(
+        self, include_closed: bool, computer: str | None, source: str | None, limit: int
+    ) -> ConnectedAlertsView:
+        return connected.alerts(
+            self.runtime,
+            principal=None,
+            include_closed=include_closed,
+            computer=computer,
+            source=source,
+            limit=limit,
+        )
+
+    def mg_task_list(self, name: str, target: str | None) -> list[TaskView]:
+        return connected.forwarded_tasks(self.runtime, name, target, principal=None)
+
+    def mg_task_start(self, name: str, req: TaskStart) -> TaskRunView:
+        return connected.forward_start(self.runtime, name, req, principal=None)
+
+    def mg_task_show(self, name: str, run_id: str, with_output: bool) -> TaskRunView:
+        return connected.forwarded_show(
+            self.runtime, name, run_id, principal=None, with_output=with_output
+        )
 
     def close(self) -> None:
         self.runtime.close()

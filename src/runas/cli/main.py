@@ -23,9 +23,12 @@ from runas.cli import output
 from runas.cli.commands import accounts, admin, content, login, profiles, resolution, users
 from runas.cli.commands import agents as agent_commands
 from runas.cli.commands import audit as audit_commands
+from runas.cli.commands import connected as connected_commands
 from runas.cli.commands import monitoring as monitoring_commands
 from runas.cli.commands import server as server_command
+from runas.cli.commands import settings as settings_commands
 from runas.cli.commands import ssh_hosts as ssh_host_commands
+from runas.cli.commands import tasks as task_commands
 from runas.cli.state import CliState, state
 from runas.errors import RunAsError
 
@@ -111,6 +114,11 @@ def build_app() -> typer.Typer:
     app.add_typer(agent_commands.app, name="agent")
     # SSH host keys the management group trusts (the ssh probe verifies against them only)
     app.add_typer(ssh_host_commands.app, name="ssh-host")
+    # connected management groups: their alerts and tasks, one tier
+    app.add_typer(connected_commands.app, name="mg")
+    # tasks on demand, and the management group's settings (Tasks Execution)
+    app.add_typer(task_commands.app, name="task")
+    app.add_typer(settings_commands.app, name="settings")
     return app
 
 

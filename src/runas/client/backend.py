@@ -23,6 +23,11 @@ from runas.services.agents import (
 )
 from runas.services.alerts import AlertView
 from runas.services.audit import AuditRecordView, AuditVerifyView
+from runas.services.connected import (
+    ConnectedAlertsView,
+    ConnectedGroupCreate,
+    ConnectedGroupView,
+)
 from runas.services.discovery import DiscoveryPayload, DiscoveryResult
 from runas.services.distribution import DistributionView, SuggestView
 from runas.services.explain import ComputerConfigView, ExplainView
@@ -46,6 +51,7 @@ from runas.services.ssh_hosts import (
     SshHostKeysRemoved,
     SshHostKeyView,
 )
+from runas.services.tasks import TaskRunView, TaskStart, TaskView
 from runas.services.users import (
     PasswordChange,
     RoleAssign,
@@ -369,8 +375,77 @@ class HttpBackend:
         )
         return self.api.one(SshHostKeysRemoved, data).removed
 
+    # tasks and the Tasks Execution setting
+
+    def task_list(self, target: str | None) -> list[TaskView]:
+        return self.api.many(TaskView, self.api.call("GET", "/tasks", query={"target": target}))
+
+    def task_start(self, req: TaskStart) -> TaskRunView:
+        # The body carries supplied credentials (SecretStr, revealed only into the body)
+        return self.api.one(TaskRunView, self.api.call("POST", "/task-runs", body=req))
+
+    def task_status(self, run_id: str) -> TaskRunView:
+        return self.api.one(TaskRunView, self.api.call("GET", f"/task-runs/{segment(run_id)}"))
+
+    def task_output(self, run_id: str) -> TaskRunView:
+        data = self.api.call("GET", f"/task-runs/{segment(run_id)}/output")
+        return self.api.one(TaskRunView, data)
+
+    def task_history(self, limit: int) -> list[TaskRunView]:
+        return self.api.many(
+            TaskRunView, self.api.call("GET", "/task-runs", query={"limit": limit})
+        )
+
+    def tasks_execution_get(self) -> bool:
+        return _tasks_execution(self.api.call("GET", "/settings/tasks-execution"))
+
+    def tasks_execution_set(self, enabled: bool) -> bool:
+        body = {"tasks_execution": "enabled" if enabled else "disabled"}
+        return _tasks_execution(self.api.call("PUT", "/settings/tasks-execution", body=body))
+
+    # connected management groups
+
+    def mg_connect(self, req: ConnectedGroupCreate) -> ConnectedGroupView:
+        data = self.api.call("POST", "/connected-groups", body=req)
+        return self.api.one(ConnectedGroupView, data)
+
+    def mg_list(self) -> list[ConnectedGroupView]:
+        return self.api.many(ConnectedGroupView, self.api.call("GET", "/connected-groups"))
+
+    def mg_remove(self, name: str) -> str:
+        return _field(self.api.call("DELETE", f"/connected-groups/{segment(name)}"), "removed", str)
+
+    def alert_list_connected(
+        self, include_closed: bool, computer: str | None, source: str | None, limit: int
+    ) -> ConnectedAlertsView:
+        query = {"all": include_closed, "computer": computer, "source": source, "limit": limit}
+        data = self.api.call("GET", "/connected-alerts", query=query)
+        return self.api.one(ConnectedAlertsView, data)
+
+    def mg_task_list(self, name: str, target: str | None) -> list[TaskView]:
+        data = self.api.call(
+            "GET", f"/connected-groups/{segment(name)}/tasks", query={"target": target}
+        )
+        return self.api.many(TaskView, data)
+
+    def mg_task_start(self, name: str, req: TaskStart) -> TaskRunView:
+        data = self.api.call("POST", f"/connected-groups/{segment(name)}/task-runs", body=req)
+        return self.api.one(TaskRunView, data)
+
+    def mg_task_show(self, name: str, run_id: str, with_output: bool) -> TaskRunView:
+        path = f"/connected-groups/{segment(name)}/task-runs/{segment(run_id)}"
+        data = self.api.call("GET", path + ("/output" if with_output else ""))
+        return self.api.one(TaskRunView, data)
+
     def close(self) -> None:
         self.api.close()
+
+
+def _tasks_execution(data: object) -> bool:
+    value = _field(data, "tasks_execution", str)
+    if value not in ("enabled", "disabled"):
+        raise ServerError("the server's answer has no valid 'tasks_execution'")
+    return value == "enabled"
 
 
 def _own_tokens_only(user: str | None) -> None:

@@ -97,6 +97,9 @@ _MAX_FIELDS = 255
 # Account types ("unix-maintenance"), run ids (a UUID) and purposes ("task-credentials") share
 # the agent id's shape: they go into headers in clear, length-prefixed by one byte.
 _LABEL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A task target's run id is "<run uuid>:<target id>" (docs/agents.md, Tasks): ':' is allowed
+# there only; the header is length-prefixed, so no character of it can be ambiguous.
+_RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 _BUNDLE_PREFIX = MAGIC + bytes((FORMAT_VERSION, TYPE_BUNDLE))
@@ -449,9 +452,10 @@ def open_once(
 
 def _once_header(agent_id: str, run_id: str, purpose: str) -> bytes:
     check_agent_id(agent_id)
-    for name, value in (("run_id", run_id), ("purpose", purpose)):
-        if type(value) is not str or _LABEL_RE.fullmatch(value) is None:
-            raise InvalidInput(f"{name} must be 1 to 64 letters, digits, '.', '_' or '-'")
+    if type(run_id) is not str or _RUN_ID_RE.fullmatch(run_id) is None:
+        raise InvalidInput("run_id must be 1 to 64 letters, digits, '.', '_', '-' or ':'")
+    if type(purpose) is not str or _LABEL_RE.fullmatch(purpose) is None:
+        raise InvalidInput("purpose must be 1 to 64 letters, digits, '.', '_' or '-'")
     out = bytearray(MAGIC + bytes((FORMAT_VERSION, TYPE_ONCE)))
     for value in (agent_id, run_id, purpose):
         out.append(len(value))

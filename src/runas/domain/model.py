@@ -134,6 +134,22 @@ class Schedule:
     timeout_seconds: int = 300
 
 
+#: a task parameter's value as a pack gives it
+ParameterValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class TaskParameter:
+    """A parameter of a task (``parameters`` in a pack): filled into the probe's ``{name}``
+    placeholders; an operator may give another value at run time only if it is overridable."""
+
+    name: str
+    #: None: no default (the value is empty unless an override gives one)
+    default: ParameterValue | None = None
+    overridable: bool = False
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class WorkflowDef:
     id: str
@@ -150,6 +166,10 @@ class WorkflowDef:
     #: discovery workflows: the classes they discover. An agent may submit objects of these
     #: classes (and their subclasses) that are not on its own computer; nothing else.
     discovers: tuple[str, ...] = ()
+    #: tasks: their parameters, in the pack's order
+    parameters: tuple[TaskParameter, ...] = ()
+    #: tasks: how long an agent has to pick a run up, and then to report it (None for others)
+    timeout_seconds: int | None = None
 
 
 @dataclass(frozen=True)

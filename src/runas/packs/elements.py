@@ -22,14 +22,16 @@ from runas.domain.model import (
     ConditionOp,
     GroupDef,
     GroupRule,
+    ParameterValue,
     ProfileDef,
     Schedule,
+    TaskParameter,
     WorkflowDef,
     WorkflowKind,
 )
 from runas.domain.names import parse_full_name
 from runas.errors import InvalidInput
-from runas.packs.nodes import ID_PATTERN, Fields, Reader, describe
+from runas.packs.nodes import ID_PATTERN, Fields, Reader, describe, is_null
 
 GROUP_KEYS = ("id", "display_name", "description", "members", "rules", "include")
 RULE_KEYS = ("class", "where")
@@ -56,12 +58,17 @@ WORKFLOW_KEYS = (
     "probe",
     "enabled",
     "discovers",
+    "parameters",
+    "timeout",
 )
 SCHEDULE_KEYS = ("interval", "spread", "timeout")
 PROBE_KEYS = ("type", "config")
+PARAMETER_KEYS = ("default", "overridable", "description")
 
-#: the timeout of a schedule that does not give one, capped at the interval
+#: the timeout of a schedule that does not give one, capped at the interval; also a task's
 DEFAULT_TIMEOUT_SECONDS = 300
+#: a task waits at most this long for its agent (then as long again for its result)
+MAX_TASK_TIMEOUT_SECONDS = 86400
 _DURATION = re.compile(r"^([0-9]+)\s*([smhd]?)$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 #: probe configuration keys that look like a credential: a pack is content shared with authors
@@ -274,6 +281,24 @@ def read_workflow(reader: Reader, fields: Fields, workflow_id: str, pack_id: str
         what = f"'discovers' of {fields.what}"
         items = list(reader.unique_list(node, what, fields.sub("discovers"), read="ident"))
         discovers = tuple(value for value, _ in items)
+    parameters: tuple[TaskParameter, ...] = ()
+    timeout: int | None = None
+    if kind is WorkflowKind.TASK:
+        node = fields.get("parameters")
+        if node is not None:
+            parameters = _parameters(reader, node, fields.sub("parameters"), fields.what)
+        timeout = DEFAULT_TIMEOUT_SECONDS
+        node = fields.get("timeout")
+        if node is not None:
+            timeout = duration(reader, node, f"timeout of {fields.what}")
+            if timeout == 0 or timeout > MAX_TASK_TIMEOUT_SECONDS:
+                reader.fail(node, f"timeout of {fields.what} must be between 1s and 1d")
+    else:
+        for key in ("parameters", "timeout"):
+            node = fields.get(key)
+            if node is not None:
+                where = " (in its schedule)" if key == "timeout" else ""
+                reader.fail(node, f"{fields.what} is not a task: only tasks have {key!r}{where}")
     return WorkflowDef(
         id=workflow_id,
         kind=kind,
@@ -287,7 +312,61 @@ def read_workflow(reader: Reader, fields: Fields, workflow_id: str, pack_id: str
         description=fields.text("description"),
         pack=pack_id,
         discovers=discovers,
+        parameters=parameters,
+        timeout_seconds=timeout,
     )
+
+
+def _parameters(reader: Reader, node: yaml.Node, path: str, task: str) -> tuple[TaskParameter, ...]:
+    """``parameters`` of a task: name -> {default, overridable, description}."""
+    if not isinstance(node, yaml.MappingNode):
+        reader.fail(node, f"'parameters' of {task} must be a mapping (got {describe(node)})")
+    out: list[TaskParameter] = []
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        name = reader.name(key_node, f"a parameter name of {task}")
+        if name in seen:
+            reader.fail(key_node, f"parameter {name!r} of {task} is declared twice")
+        seen.add(name)
+        if _SECRET_KEY.search(name):
+            # a parameter's value is shown, stored and audited: a credential never goes there
+            reader.fail(
+                key_node,
+                f"parameter {name!r} of {task} looks like a credential: credentials never go "
+                "in a pack or a parameter (use a Run As profile, or supply credentials when "
+                "starting the task)",
+            )
+        what = f"parameter {name!r} of {task}"
+        sub = f"{path}/{name}"
+        reader.record(sub, key_node)
+        if is_null(value_node):
+            out.append(TaskParameter(name=name))
+            continue
+        fields = reader.mapping(value_node, what, sub, PARAMETER_KEYS)
+        fields.check_keys()
+        default: ParameterValue | None = None
+        default_node = fields.get("default")
+        if default_node is not None:
+            if not isinstance(default_node, yaml.ScalarNode):
+                reader.fail(
+                    default_node,
+                    f"default of {what} must be text, a number or true/false "
+                    f"(got {describe(default_node)})",
+                )
+            value = reader.construct(default_node)
+            if not isinstance(value, str | int | float | bool):
+                # dates and the like: keep them as written
+                value = str(default_node.value)
+            default = value
+        out.append(
+            TaskParameter(
+                name=name,
+                default=default,
+                overridable=fields.boolean("overridable", False),
+                description=fields.text("description"),
+            )
+        )
+    return tuple(out)
 
 
 def _schedule(reader: Reader, node: yaml.Node, path: str, workflow: str) -> Schedule:

@@ -29,7 +29,7 @@ from runas.server.metrics import Metrics
 from runas.server.middleware import BodyLimit, Observe
 from runas.server.security import DirectRoute, Rule, client_source, rules_of
 from runas.server.settings import ServerSettings
-from runas.services import agent_config, agents, monitoring
+from runas.services import agent_config, agents, monitoring, tasks
 from runas.services.agent_config import AgentConfigCache, BuiltConfig
 from runas.services.resolution_memory import ResolutionMemory
 from runas.storage.tables import AgentRow
@@ -189,6 +189,31 @@ def create_agent_app(
         with runtime.unit_of_work(actor=f"agent:{caller.agent_id}", source=caller.source) as uow:
             caller.check(uow.session.get(AgentRow, caller.agent_id))
             return {"accepted": monitoring.record_report(uow, caller.agent_id, report)}
+
+    @app.get(f"{AGENT_PREFIX}/tasks")
+    def task_documents(caller: Annotated[AgentCaller, agent_rule()]) -> dict[str, Any]:
+        # Polled as often as the configuration: nothing pending is one indexed read, without
+        # the write lock; the documents are taken (marked delivered) in a write transaction.
+        actor = f"agent:{caller.agent_id}"
+        with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
+            if not tasks.has_pending(uow.session, caller.agent_id):
+                return {"tasks": []}
+        with runtime.unit_of_work(actor=actor, source=caller.source) as uow:
+            session = uow.session
+            docs = tasks.pending_for_agent(
+                uow,
+                caller.agent_id,
+                verify=lambda: caller.check(session.get(AgentRow, caller.agent_id)),
+            )
+        return {"tasks": docs}
+
+    @app.post(f"{AGENT_PREFIX}/tasks/{{target}}/result")
+    def task_result(
+        target: int, caller: Annotated[AgentCaller, agent_rule()], result: tasks.TaskResultIn
+    ) -> dict[str, bool]:
+        with runtime.unit_of_work(actor=f"agent:{caller.agent_id}", source=caller.source) as uow:
+            caller.check(uow.session.get(AgentRow, caller.agent_id))
+            return {"accepted": tasks.record_result(uow, caller.agent_id, target, result)}
 
     problems.install(app)
     app.add_middleware(BodyLimit, limit_for=_limit_for(settings))

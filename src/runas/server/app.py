@@ -23,6 +23,7 @@ from runas.server.routes import (
     agents,
     audit,
     auth,
+    connected,
     discovery,
     distribution,
     health,
@@ -33,6 +34,7 @@ from runas.server.routes import (
     profiles,
     resolution,
     ssh_hosts,
+    tasks,
     tokens,
     users,
 )
@@ -140,6 +142,8 @@ def create_app(runtime: Runtime, settings: ServerSettings) -> FastAPI:
         tokens,
         agents,
         ssh_hosts,
+        connected,
+        tasks,
     ):
         _add_routes(app, module.build(settings))
     _add_routes(app, health.build(settings, metrics))

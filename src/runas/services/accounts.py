@@ -294,6 +294,14 @@ def remove(uow: UnitOfWork, ref: str) -> str:
             f"account {row.name!r} is associated with profile(s) {', '.join(profiles)}: "
             "dissociate it first (runas profile dissociate)"
         )
+    from runas.services.connected import users_of_account  # connected imports this module
+
+    groups = users_of_account(s, row.id)
+    if groups:
+        raise InUse(
+            f"account {row.name!r} is the connection account of connected management group(s) "
+            f"{', '.join(groups)}: remove the connection first (runas mg remove)"
+        )
     name = row.name
     s.delete(row)
     lookup.bump_epoch(s)

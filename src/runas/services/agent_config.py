@@ -88,6 +88,7 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
         h = cat.hierarchy
         wf_rows = {r.id: r for r in s.scalars(select(WorkflowRow))}
         runs_as: dict[int, int] = {}  # account id -> secret version, for the bundle
+        task_accounts: set[int] = set()
         planned = []
         for o in objects:
             record = convert.object_record(o)
@@ -95,12 +96,17 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
                 explain.applicable(list(view.workflows.values()), h, record.class_id),
                 key=lambda w: w.id,
             ):
-                if w.kind.value == "task":
-                    continue  # tasks run on demand, not from the configuration
                 res = resolve_workflow(w, record, cat)
                 own = res.outcome is Outcome.ACCOUNT and res.account is not None
                 if own and res.runs and res.account is not None:
                     runs_as[res.account.id] = res.account.secret_version
+                if w.kind.value == "task":
+                    # Tasks run on demand (services/tasks.py), not from the configuration; the
+                    # account a task resolves to is in the bundle so that a run started with
+                    # the predefined account finds its secret here.
+                    if own and res.runs and res.account is not None:
+                        task_accounts.add(res.account.id)
+                    continue
                 planned.append((o, w, res, own))
         acc_rows = {
             r.id: r
@@ -108,6 +114,7 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
                 select(AccountRow).where(
                     AccountRow.id.in_(
                         {r.account.id for _, _, r, own in planned if own and r.account}
+                        | task_accounts
                     )
                 )
             )

@@ -145,6 +145,19 @@ class AuditAction(StrEnum):
     SSH_HOST_KEY_ADD = "ssh-host-key:add"
     SSH_HOST_KEY_REMOVE = "ssh-host-key:remove"
 
+    # tasks (services/tasks.py)
+    #: a task run started (details: credential_mode, supplied_user — never a password)
+    TASK_START = "task:start"
+    #: targets of a run that were not sent to any agent, with why
+    TASK_REFUSED = "task:refused"
+    SETTINGS_TASKS_EXECUTION = "settings:tasks-execution"
+
+    # connected management groups (services/connected.py)
+    CONNECTED_GROUP_ADD = "connected-group:add"
+    CONNECTED_GROUP_REMOVE = "connected-group:remove"
+    #: a task start this group checked and forwarded to a connected group (details: where)
+    TASK_FORWARD = "task:forward"
+
 
 class AuditTrailBroken(RunAsError):
     """``runas audit verify`` found a record that was edited, removed or reordered."""
@@ -211,7 +224,20 @@ _SECRET_WORDS = frozenset(
 )
 #: a key ending in one of these names *about* a secret, not the secret (``secret_version``)
 _ABOUT_WORDS = frozenset(
-    {"version", "versions", "fields", "count", "name", "names", "id", "ids", "kind", "purpose"}
+    {
+        "version",
+        "versions",
+        "fields",
+        "count",
+        "name",
+        "names",
+        "id",
+        "ids",
+        "kind",
+        "purpose",
+        # how credentials were given (a task's ``credential_mode``: predefined or supplied)
+        "mode",
+    }
 )
 _WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 

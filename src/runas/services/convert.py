@@ -22,6 +22,7 @@ from runas.domain.model import (
     ProfileDef,
     Schedule,
     TargetKind,
+    TaskParameter,
     WorkflowDef,
     WorkflowKind,
 )
@@ -187,7 +188,36 @@ def workflow_def(row: WorkflowRow) -> WorkflowDef:
         description=row.description,
         pack=row.pack_id,
         discovers=tuple(row.discovers or ()),
+        parameters=parameters_of(row.parameters),
+        timeout_seconds=row.timeout_seconds,
     )
+
+
+def parameters_of(raw: dict[str, Any] | None) -> tuple[TaskParameter, ...]:
+    """``workflows.parameters`` (name -> {default, overridable, description, position}) in
+    the pack's order (JSON objects do not keep it on PostgreSQL: ``position`` does)."""
+    items = sorted((raw or {}).items(), key=lambda kv: (kv[1].get("position", 0), kv[0]))
+    return tuple(
+        TaskParameter(
+            name=name,
+            default=spec.get("default"),
+            overridable=bool(spec.get("overridable", False)),
+            description=str(spec.get("description", "")),
+        )
+        for name, spec in items
+    )
+
+
+def parameters_json(parameters: tuple[TaskParameter, ...]) -> dict[str, Any]:
+    return {
+        p.name: {
+            "default": p.default,
+            "overridable": p.overridable,
+            "description": p.description,
+            "position": i,
+        }
+        for i, p in enumerate(parameters)
+    }
 
 
 def workflow_row(w: WorkflowDef, pack_id: str) -> WorkflowRow:
@@ -212,6 +242,8 @@ def workflow_row(w: WorkflowDef, pack_id: str) -> WorkflowRow:
         probe_config=_jsonable(dict(w.probe_config)),
         enabled=w.enabled,
         discovers=list(w.discovers),
+        parameters=parameters_json(w.parameters),
+        timeout_seconds=w.timeout_seconds,
     )
 
 

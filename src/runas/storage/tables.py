@@ -35,6 +35,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -245,6 +246,12 @@ class WorkflowRow(Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     #: discovery workflows: the classes they discover (ids), for objects off the agent's computer
     discovers: Mapped[list[str]] = mapped_column(Json, default=list, server_default=text("'[]'"))
+    #: tasks: ``{name: {"default", "overridable", "description", "position"}}``
+    parameters: Mapped[dict[str, Any]] = mapped_column(
+        Json, default=dict, server_default=text("'{}'")
+    )
+    #: tasks: seconds an agent has to pick a run up (and then to report it); NULL otherwise
+    timeout_seconds: Mapped[int | None]
 
     pack: Mapped[PackRow] = relationship(back_populates="workflows")
 
@@ -686,6 +693,102 @@ class SshHostKeyRow(Base):
     approved_at: Mapped[datetime | None]
 
 
+class ConnectedGroupRow(Base):
+    """A connected management group (``services/connected.py``): another group's API, and the
+    local Run As account (type basic, an administrator there) this group logs in with. The
+    account cannot be removed while a connection uses it (ON DELETE RESTRICT). ``ca_pem``: the
+    CA certificate(s) the connected server's TLS certificate must chain to; NULL = the
+    system's CAs."""
+
+    __tablename__ = "connected_groups"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    server_url: Mapped[str] = mapped_column(String(1024))
+    account_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("accounts.id", ondelete="RESTRICT"), index=True
+    )
+    ca_pem: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str]
+
+
+# -- tasks (issue 6): runs started on demand, one target per object (services/tasks.py) -------
+
+
+class TaskRunRow(Base):
+    """A task run: who started which task, where, with which kind of credentials. Never a
+    password: supplied credentials are sealed per target (:class:`TaskTargetRow`)."""
+
+    __tablename__ = "task_runs"
+    __table_args__ = (
+        CheckConstraint("credential_mode IN ('predefined', 'supplied')", name="credential_mode"),
+    )
+
+    #: a UUID: the task run id users see
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    #: no foreign key: a run outlives the pack that declared its task
+    task_id: Mapped[str] = mapped_column(index=True)
+    requested_by: Mapped[str] = mapped_column(index=True)
+    requested_at: Mapped[datetime] = mapped_column(index=True)
+    #: the management group where the request was made (a connected group's for forwarded runs)
+    management_group: Mapped[str]
+    credential_mode: Mapped[str] = mapped_column(String(16))
+    #: ``DOMAIN\user`` or ``user`` for supplied credentials, NULL for predefined
+    supplied_user: Mapped[str | None]
+    overrides: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    timeout_seconds: Mapped[int]
+
+    targets: Mapped[list[TaskTargetRow]] = relationship(
+        back_populates="run",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="TaskTargetRow.id",
+    )
+
+
+class TaskTargetRow(Base):
+    """One object of a task run, run by the agent of its computer. ``sealed_credentials``
+    (supplied credentials sealed to that agent for this target only) is cleared as soon as
+    the target is delivered or ends."""
+
+    __tablename__ = "task_targets"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'delivered', 'succeeded', 'failed', 'timed-out', 'refused')",
+            name="status",
+        ),
+        # the agent's poll: its pending targets, one indexed query
+        Index("ix_task_targets_computer_status", "computer", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("task_runs.id", ondelete="CASCADE"), index=True
+    )
+    object_name: Mapped[str] = mapped_column(String(FULL_NAME_LENGTH))
+    #: no foreign key: the run keeps its history when the object goes away
+    object_id: Mapped[int | None] = mapped_column(BigInteger)
+    computer: Mapped[str]
+    status: Mapped[str] = mapped_column(String(16))
+    #: the agent must pick the target up before this
+    deadline: Mapped[datetime]
+    account_id: Mapped[int | None] = mapped_column(BigInteger)
+    secret_version: Mapped[int | None]
+    sealed_credentials: Mapped[bytes | None] = mapped_column(LargeBinary)
+    #: healthy, warning, critical or unknown once done
+    state: Mapped[str | None] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    exit_code: Mapped[int | None]
+    #: scrubbed by the agent, at most 64 KiB
+    output: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    run: Mapped[TaskRunRow] = relationship(back_populates="targets")
+
+
 __all__ = [
     "FULL_NAME_LENGTH",
     "NAME_LENGTH",
@@ -700,6 +803,7 @@ __all__ = [
     "AuditRow",
     "Base",
     "ClassRow",
+    "ConnectedGroupRow",
     "DiscoveryClaimRow",
     "DistributionRow",
     "EnrolmentTokenRow",
@@ -715,6 +819,8 @@ __all__ = [
     "SecretVersionRow",
     "SettingRow",
     "SshHostKeyRow",
+    "TaskRunRow",
+    "TaskTargetRow",
     "UTCDateTime",
     "UserRow",
     "WorkflowRow",

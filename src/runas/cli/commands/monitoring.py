@@ -70,9 +70,19 @@ def alert_list(
     limit: Annotated[
         int, typer.Option(min=1, max=MAX_LIST, help="At most this many (the newest).")
     ] = 1000,
+    connected: Annotated[
+        bool,
+        typer.Option(
+            "--connected",
+            help="Also the alerts of every connected management group (column Group).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List alerts, newest first."""
+    if connected:
+        _connected_alerts(ctx, include_closed, computer, source, limit, as_json)
+        return
     rows = backend(ctx).alert_list(include_closed, computer, source, limit)
     if as_json:
         output.emit_json(rows)
@@ -98,6 +108,44 @@ def alert_list(
             for a in rows
         ),
     )
+
+
+def _connected_alerts(
+    ctx: typer.Context,
+    include_closed: bool,
+    computer: str | None,
+    source: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    # A connected group that does not answer is a warning, not a failure: the others' alerts
+    # are still worth showing.
+    found = backend(ctx).alert_list_connected(include_closed, computer, source, limit)
+    if as_json:
+        output.emit_json(found)
+        return
+    columns = ["Group", "Id", "Severity", "State", "Computer", "Account", "Object"]
+    columns += ["Opened (UTC)", *(["Closed (UTC)"] if include_closed else []), "Message"]
+    output.table(
+        columns,
+        (
+            (
+                a.management_group,
+                a.id,
+                a.severity,
+                a.state,
+                a.computer,
+                a.account,
+                a.object,
+                _when(a.opened_at),
+                *((_when(a.closed_at) or "open",) if include_closed else ()),
+                a.message,
+            )
+            for a in found.alerts
+        ),
+    )
+    for u in found.unreachable:
+        typer.echo(f"runas: warning: management group {u.management_group}: {u.error}", err=True)
 
 
 @health.command("show")

@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from runas.domain.roles import Permission
 from runas.server.routes.common import API_PREFIX, Revoked, errors
@@ -33,7 +33,8 @@ def build(settings: ServerSettings) -> APIRouter:
     @r.delete("/tokens/{token_id}", response_model=Revoked, responses=errors(404))
     def revoke_token(
         caller: Annotated[Caller, require(Permission.SELF, action=AuditAction.TOKEN_REVOKE)],
-        token_id: int,
+        # ids are 64-bit in the database: a larger number is a 422, not an overflow
+        token_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
     ) -> Revoked:
         # Another user's token looks exactly like a missing one unless the caller may manage
         # users (users.revoke_token decides), so ids cannot be probed.
