@@ -249,7 +249,14 @@ def _follow(be: Backend, run: TaskRunView, *, show: bool, mg: str | None = None)
             return run
         time.sleep(POLL_INTERVAL)
         # a forwarded run's targets live in the connected group: ask it through this one
-        run = be.task_status(run.id) if mg is None else be.mg_task_show(mg, run.id, False)
+        run = _fetch(be, run.id, mg)
+
+
+def _fetch(be: Backend, run_id: str, mg: str | None, *, with_output: bool = False) -> TaskRunView:
+    """A run of this group, or a forwarded run's view, asked of its connected group."""
+    if mg is not None:
+        return be.mg_task_show(mg, run_id, with_output)
+    return be.task_output(run_id) if with_output else be.task_status(run_id)
 
 
 @app.command("status")
@@ -261,7 +268,7 @@ def status(
 ) -> None:
     """Show a task run and the status of each of its targets."""
     be = backend(ctx)
-    run = be.task_status(run_id) if mg is None else be.mg_task_show(mg, run_id, False)
+    run = _fetch(be, run_id, mg)
     if as_json:
         output.emit_json(run)
         return
@@ -309,7 +316,7 @@ def output_(
 ) -> None:
     """Show what each target's task printed (scrubbed of the credentials it used)."""
     be = backend(ctx)
-    run = be.task_output(run_id) if mg is None else be.mg_task_show(mg, run_id, True)
+    run = _fetch(be, run_id, mg, with_output=True)
     if as_json:
         output.emit_json(run)
         return
