@@ -196,6 +196,12 @@ def test_basic_account_health_follows_the_site(
     group.run("account", "update", ACCOUNT, "--stdin", stdin=passwords["right"] + "\n")
     wait_for("Run As health OK again", lambda: _health_state(group) == "ok")
     wait_for("the alert closed", lambda: _open_alerts(group) == [])
+    # Not merely the failed check set aside as stale by the new secret version: a run with
+    # the fixed secret (version 3: added, broken, fixed) succeeded.
+    wait_for("a successful check with the fixed secret", lambda: any(
+        r["account"] == ACCOUNT and r["last_report"] == "ok"
+        and r["last_report_secret_version"] == 3
+        for r in group.json("health", "show", COMPUTER)), timeout=60)  # fmt: skip
     _scan_processes(list(passwords.values()))
     outputs += [
         group.run("state", "show", SITE, "--json"),

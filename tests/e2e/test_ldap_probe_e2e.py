@@ -241,6 +241,12 @@ def test_ldap_monitor_discovery_and_run_as_health_end_to_end(
     group.run("account", "update", ACCOUNT, "--stdin", stdin=password + "\n")
     wait_for("Run As health OK again", lambda: _account_health(group) == "ok", timeout=WAIT)
     wait_for("the alert to close", lambda: not _open_alerts(group), timeout=WAIT)
+    # Not merely the failed check set aside as stale by the new secret version: a run with
+    # the fixed secret (version 3: added, broken, fixed) succeeded.
+    wait_for("a successful check with the fixed secret", lambda: any(
+        r["account"] == ACCOUNT and r["last_report"] == "ok"
+        and r["last_report_secret_version"] == 3
+        for r in group.json("health", "show", DC)), timeout=WAIT)  # fmt: skip
     group.run("state", "show", DIRECTORY, "--json")
     group.run("alert", "list", "--all", "--json")
     _scan_processes([password, wrong])

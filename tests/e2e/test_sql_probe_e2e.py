@@ -210,6 +210,12 @@ def test_sql_probe_on_a_real_agent_and_postgresql(
     group.run("account", "update", ACCOUNT, "--stdin", stdin=canaries["right"] + "\n")
     wait_for("Run As health ok again", lambda: _health(group) == "ok", 60)
     wait_for("the alert to close", lambda: _open_alerts(group) == [])
+    # Not merely the failed check set aside as stale by the new secret version: a run with
+    # the fixed secret (version 3: added, broken, fixed) succeeded.
+    wait_for("a successful check with the fixed secret", lambda: any(
+        r["account"] == ACCOUNT and r["last_report"] == "ok"
+        and r["last_report_secret_version"] == 3
+        for r in group.json("health", "show", COMPUTER)), timeout=60)  # fmt: skip
     closed = group.run("alert", "list", "--all", "--json")
     printed.append(closed)
     assert ACCOUNT in closed

@@ -218,6 +218,12 @@ def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
     wait_for("Run As health OK again", lambda: _account_health(group) == "ok")
     wait_for("the alert to close", lambda: not [
         a for a in _open_alerts(group) if a.get("status", "open") == "open"])  # fmt: skip
+    # Not merely the failed check set aside as stale by the new secret version: a run with
+    # the fixed secret (version 3: added, broken, fixed) succeeded.
+    wait_for("a successful check with the fixed secret", lambda: any(
+        r["account"] == ACCOUNT and r["last_report"] == "ok"
+        and r["last_report_secret_version"] == 3
+        for r in group.json("health", "show", COMPUTER)), timeout=60)  # fmt: skip
     _scan_processes(canaries)
 
     # What the CLI printed (states, alerts, health), then every file, once the processes stop.
