@@ -33,6 +33,7 @@ import re
 import secrets
 import shlex
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -384,7 +385,12 @@ def _elevation_refused(cred: _Credential, settings: _Settings, said: str) -> Pro
 
 
 async def _probe(context: ProbeContext, settings: _Settings, cred: _Credential) -> ProbeResult:
-    import asyncssh
+    # The agent's first import of asyncssh (2.24) touches cryptography's DSA names, which
+    # cryptography 51 deprecates with a warning in every agent log: not ours to fix, and the
+    # probe never offers or accepts DSA keys. Only that warning is silenced.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="DSA is deprecated")
+        import asyncssh
 
     known = _known_hosts(context.known_hosts)
     offered: list[tuple[asyncssh.SSHKey, bool]] = []
