@@ -38,6 +38,9 @@ VISUDO = Path("/usr/sbin/visudo")
 SUDOERS_D = Path("/etc/sudoers.d")
 START_TIMEOUT = 15.0
 ROLES = ("mon", "pw", "key", "tgt")
+#: the comment (GECOS) of every throwaway user: says which test process made it, so that a
+#: later run can remove the users of a run that was killed before it could clean up
+OWNER = "runas test peer, pid "
 
 
 def _need(path: Path, package: str) -> None:
@@ -104,6 +107,7 @@ class Sshd:
             _need(path, package)
         if os.geteuid() != 0:
             raise RuntimeError("the sshd peer needs root (throwaway users and sudoers)")
+        remove_stale_users()
         self.root.mkdir(parents=True, exist_ok=True)
         self._host_key()
         self._users()
@@ -125,7 +129,7 @@ class Sshd:
     def _users(self) -> None:
         for role in ROLES:
             name = f"{self.prefix}{role}"
-            _run("/usr/sbin/useradd", "-m", "-s", "/bin/sh", name)
+            _run("/usr/sbin/useradd", "-m", "-s", "/bin/sh", "-c", f"{OWNER}{os.getpid()}", name)
             self._created.append(name)
             user = SshUser(name, f"pw-{secrets.token_urlsafe(12)}")
             _run("/usr/sbin/chpasswd", stdin=f"{name}:{user.password}\n")
@@ -247,6 +251,38 @@ class Sshd:
                            capture_output=True, timeout=60)  # fmt: skip
         self._created.clear()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_users() -> list[str]:
+    """Remove the throwaway users (and sudoers drop-ins) of test processes that are gone — a
+    run killed by a signal or a timeout never reached :meth:`Sshd.stop`. The users of live
+    processes (other pytest workers) are left alone. Returns the names removed."""
+    removed: list[str] = []
+    for entry in pwd.getpwall():
+        if not (entry.pw_name.startswith("rtx") and entry.pw_gecos.startswith(OWNER)):
+            continue
+        pid = entry.pw_gecos.removeprefix(OWNER)
+        if pid.isdigit() and not _alive(int(pid)):
+            subprocess.run(["/usr/sbin/userdel", "-r", "-f", entry.pw_name], check=False,
+                           capture_output=True, timeout=60)  # fmt: skip
+            removed.append(entry.pw_name)
+    # a drop-in is written after its users and removed before them: one whose users are all
+    # gone belongs to nobody
+    users = {e.pw_name for e in pwd.getpwall()}
+    for dropin in SUDOERS_D.glob("rtx*"):
+        if not any(u.startswith(dropin.name) for u in users):
+            dropin.unlink(missing_ok=True)
+    return removed
 
 
 @contextlib.contextmanager
