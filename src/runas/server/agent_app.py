@@ -32,6 +32,7 @@ from runas.server.settings import ServerSettings
 from runas.services import agent_config, agents, monitoring, tasks
 from runas.services.agent_config import AgentConfigCache, BuiltConfig
 from runas.services.resolution_memory import ResolutionMemory
+from runas.services.secret_memory import PlaintextMemory
 from runas.storage.tables import AgentRow
 
 AGENT_PREFIX = "/agent/v1"
@@ -144,6 +145,10 @@ def create_agent_app(
     configs: AgentConfigCache = app.state.configs
     deliveries = DeliveryWriter(runtime)
     app.state.deliveries = deliveries
+    # The secret versions of the current epoch, decrypted once for every agent's bundle
+    # (bounded in time and size; every use still audited per agent): services/secret_memory.py
+    plaintexts = PlaintextMemory()
+    app.state.plaintexts = plaintexts
     identities: AgentIdentities = app.state.identities
 
     def build(caller: AgentCaller) -> BuiltConfig:
@@ -154,7 +159,7 @@ def create_agent_app(
         # sent.
         with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
             row = caller.check(uow.session.get(AgentRow, caller.agent_id))
-            built = agent_config.build(uow, row, memory=memory)
+            built = agent_config.build(uow, row, memory=memory, plaintexts=plaintexts)
         deliveries.record(built, caller.agent_id, caller.source)
         return built
 
