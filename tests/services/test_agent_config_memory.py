@@ -249,3 +249,22 @@ def test_plaintexts_leave_memory_when_their_time_is_up_without_any_delivery() ->
         time.sleep(0.02)
     assert len(memory) == 0
     assert memory._timer is None
+
+
+@pytest.mark.parametrize("max_approvals", [200_000, 0], ids=["read-at-once", "per-computer"])
+def test_approvals_per_computer_whether_read_at_once_or_one_by_one(
+    world: World, monkeypatch: pytest.MonkeyPatch, max_approvals: int
+) -> None:
+    from runas.services import resolution_memory
+
+    monkeypatch.setattr(resolution_memory, "MAX_APPROVALS", max_approvals)
+    world.backend.distribution_set("sqlmon", DistributionMode.MORE_SECURE, [A], None, None)
+    a, b = world.build(A), world.build(B)
+    assert world.secrets_of(a) == {(world.account_id, 1): {"password": FIRST}}
+    assert world.secrets_of(b) == {}
+    view = world.memory.view_if_current(a.epoch)
+    assert view is not None
+    assert (view._approvals is False) == (max_approvals == 0)
+    world.backend.distribution_set("sqlmon", DistributionMode.MORE_SECURE, [B], None, None)
+    assert world.secrets_of(world.build(A)) == {}
+    assert world.secrets_of(world.build(B)) == {(world.account_id, 1): {"password": FIRST}}

@@ -40,6 +40,9 @@ from runas.storage.tables import AccountRow, DistributionRow, ObjectRow, Workflo
 #: questions read them again): memory stays bounded in a management group of any size
 MAX_OBJECTS = 100_000
 MAX_COMPUTERS = 20_000
+#: approvals (account, computer) of the associated accounts a view reads in one go; a
+#: management group with more is asked per computer instead
+MAX_APPROVALS = 200_000
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,9 @@ class EpochView:
     catalogs: dict[str, Catalog] = field(default_factory=dict)
     _accounts: tuple[dict[int, AccountInfo], dict[int, AccountPublic]] | None = None
     _known_hosts: tuple[str, ...] | None = None
+    #: computer -> associated accounts approved there (None: not read yet; False: too many
+    #: to hold, read per computer)
+    _approvals: dict[str, frozenset[int]] | bool | None = None
     _applicable: dict[str, tuple[WorkflowDef, ...]] = field(default_factory=dict)
 
     def _account_base(
@@ -108,6 +114,38 @@ class EpochView:
                     r.id, r.name, r.type, r.current_version, dict(r.public_fields)
                 )
         return out
+
+    def _approved_on(self, session: Session, computer: str) -> frozenset[int]:
+        """The associated accounts approved on ``computer`` (more-secure distribution): all
+        approvals are read once per view when there are at most :data:`MAX_APPROVALS`."""
+        if not self.account_ids:
+            return frozenset()
+        known = self._approvals
+        if known is None:
+            rows = session.execute(
+                select(DistributionRow.computer_name, DistributionRow.account_id)
+                .where(DistributionRow.account_id.in_(self.account_ids))
+                .limit(MAX_APPROVALS + 1)
+            ).all()
+            if len(rows) > MAX_APPROVALS:
+                known = False
+            else:
+                by_computer: dict[str, set[int]] = {}
+                for name, account_id in rows:
+                    by_computer.setdefault(name, set()).add(account_id)
+                known = {name: frozenset(ids) for name, ids in by_computer.items()}
+            self._approvals = known
+        if known is not False:
+            assert isinstance(known, dict)
+            return known.get(computer, frozenset())
+        return frozenset(
+            session.scalars(
+                select(DistributionRow.account_id).where(
+                    DistributionRow.computer_name == computer,
+                    DistributionRow.account_id.in_(self.account_ids),
+                )
+            )
+        )
 
     def known_hosts(self, session: Session) -> list[str]:
         """The trusted SSH host keys as known_hosts lines (every agent receives them)."""
@@ -150,18 +188,11 @@ class EpochView:
         content = self.content
         base = self._account_base(session)[0]
         accounts = dict(base)
-        if self.account_ids:
-            approved = session.scalars(
-                select(DistributionRow.account_id).where(
-                    DistributionRow.computer_name == computer,
-                    DistributionRow.account_id.in_(self.account_ids),
+        for account_id in self._approved_on(session, computer):
+            if account_id in accounts:
+                accounts[account_id] = dataclasses.replace(
+                    accounts[account_id], approved=frozenset({computer})
                 )
-            )
-            for account_id in set(approved):
-                if account_id in accounts:
-                    accounts[account_id] = dataclasses.replace(
-                        accounts[account_id], approved=frozenset({computer})
-                    )
         made = Catalog(
             hierarchy=content.hierarchy,
             groups=content.groups,
@@ -242,6 +273,11 @@ class ResolutionMemory:
         view = self.view(session)
         obj = view.object(session, obj_ref)
         return _answer(view, obj, view.catalog_for(session, obj.computer), workflow, profile)
+
+    def view_if_current(self, epoch: int) -> EpochView | None:
+        """The newest view if it is at ``epoch`` (for tests and metrics)."""
+        view = self._view
+        return view if view is not None and view.epoch == epoch else None
 
     def view(self, session: Session) -> EpochView:
         """The view at the epoch ``session`` sees, built if this process has none yet. A
