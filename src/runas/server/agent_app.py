@@ -10,6 +10,7 @@ configuration poll (:class:`~runas.services.agent_config.AgentConfigCache`, per 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -38,6 +39,11 @@ from runas.storage.tables import AgentRow
 AGENT_PREFIX = "/agent/v1"
 JSON = "application/json"
 PEM = "application/x-pem-file"
+#: configurations built at once. Building one is CPU work under the GIL (the database is
+#: read from the page cache): more builders do not build faster, they only queue for the GIL
+#: and starve the event loop that reads the agents' requests and writes the answers. Waiting
+#: for the deliveries' audit commit is not counted (those wait together, for group commit).
+BUILDERS = 2
 
 
 @dataclass
@@ -151,13 +157,19 @@ def create_agent_app(
     app.state.plaintexts = plaintexts
     identities: AgentIdentities = app.state.identities
 
+    builders = threading.BoundedSemaphore(BUILDERS)
+    app.state.builders = builders
+
     def build(caller: AgentCaller) -> BuiltConfig:
         actor = f"agent:{caller.agent_id}"
-        # Built in a read-only transaction (many at once, no write lock); the secrets' uses
-        # and the agent's last contact are written after, grouped with other deliveries
+        # Built in a read-only transaction (no write lock), BUILDERS at a time; the secrets'
+        # uses and the agent's last contact are written after, grouped with other deliveries
         # waiting at the same time (server/deliveries.py), and committed before anything is
         # sent.
-        with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
+        with (
+            builders,
+            runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow,
+        ):
             row = caller.check(uow.session.get(AgentRow, caller.agent_id))
             built = agent_config.build(uow, row, memory=memory, plaintexts=plaintexts)
         deliveries.record(built, caller.agent_id, caller.source)
