@@ -236,3 +236,44 @@ def test_each_task_route_has_exactly_the_agent_rule(listener: Listener) -> None:
     for path in ("/agent/v1/tasks", "/agent/v1/tasks/{target}/result"):
         (rule,) = found[path]
         assert rule.agent
+
+
+def test_configurations_are_built_a_few_at_a_time(
+    listener: Listener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from runas.server import agent_app
+
+    active = 0
+    most = 0
+    lock = threading.Lock()
+    original = agent_app.agent_config.build
+
+    def slow_build(*args: Any, **kwargs: Any) -> Any:
+        nonlocal active, most
+        with lock:
+            active += 1
+            most = max(most, active)
+        time.sleep(0.2)
+        try:
+            return original(*args, **kwargs)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(agent_app.agent_config, "build", slow_build)
+    codes: list[int] = []
+
+    def fetch(agent: str) -> None:
+        answer = listener.client.get("/agent/v1/config", headers={CERT_HEADER: agent})
+        codes.append(answer.status_code)
+
+    threads = [threading.Thread(target=fetch, args=(n,)) for n in (A, B, A, B, A, B)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert codes == [200] * 6
+    assert most == agent_app.BUILDERS < len(threads)

@@ -38,7 +38,7 @@ def built(agent_id: str) -> BuiltConfig:
         etag='"1"',
         body=b"{}",
         delivered=((7, 1),),
-        uses=((7, 1, ("password",)),),
+        uses=((7, 1, ("password",), "sql"),),
     )
 
 
@@ -135,3 +135,56 @@ def test_a_failing_delivery_fails_only_its_own_caller(
     assert writer._writing is False
     writer.record(built("d"), "d", "src")  # and the next caller writes again
     assert len(secret_uses(runtime)) == 3
+
+
+def test_deliveries_note_the_agents_contact_from_what_the_build_read(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from runas.services import agents
+    from runas.storage.tables import AgentRow
+    from support.enrolling import FakeAgent
+
+    for name in ("n1", "n2"):
+        with runtime.unit_of_work() as uow:
+            agents.enrol(uow, FakeAgent(name).request())
+    with runtime.unit_of_work() as uow:
+        now = uow.now
+
+    def row_read_again(*args: Any, **kwargs: Any) -> bool:
+        raise AssertionError("the agent's row is read again")
+
+    monkeypatch.setattr(deliveries.agents, "touch", row_read_again)
+    writer = DeliveryWriter(runtime)
+    writer._writing = True  # both in one batch: one statement notes them
+    threads = [
+        threading.Thread(
+            target=writer.record,
+            args=(replace(built(n), seen=(None, None, None)), n, f"10.0.0.{n[1]}"),
+        )
+        for n in ("n1", "n2")
+    ]
+    for t in threads:
+        t.start()
+    until(lambda: len(writer._queue) == 2)
+    writer._write_queue()
+    for t in threads:
+        t.join(10)
+    assert writer.batches == 1
+
+    def seen(name: str) -> tuple[Any, ...]:
+        with runtime.unit_of_work(read_only=True) as uow:
+            row = uow.session.get(AgentRow, name)
+            assert row is not None
+            return (row.last_seen_at is not None, row.last_seen_from, row.last_epoch)
+
+    assert seen("n1") == (True, "10.0.0.1", 1)
+    assert seen("n2") == (True, "10.0.0.2", 1)
+    # noted a moment ago from the same address at the same epoch: nothing to write
+    with runtime.unit_of_work() as uow:
+        uow.session.execute(
+            AgentRow.__table__.update().where(AgentRow.id == "n1").values(last_epoch=99)
+        )
+    writer.record(replace(built("n1"), seen=(now, "10.0.0.1", 1)), "n1", "10.0.0.1")
+    assert seen("n1") == (True, "10.0.0.1", 99)

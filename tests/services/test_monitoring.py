@@ -657,3 +657,72 @@ def test_a_long_sweep_rests_so_deliveries_keep_the_cpu(
     assert rests == [0.03, 0.03]
     with pytest.raises(ValueError, match="duty"):
         run_as_health.HealthSweeper(world.runtime, interval_s=60, duty=0)
+
+
+def test_a_sweep_writes_only_the_computers_whose_health_changes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account_id = world.account("sql-a")
+    world.associate("sql-a")
+    world.distribute("sql-a", A)
+    with world.runtime.unit_of_work() as uow:
+        uow.session.add(
+            RunAsHealthRow(account_id=account_id, computer=A, since=T0, report_message="")
+        )
+    sweeper = run_as_health.HealthSweeper(world.runtime, interval_s=60, grace=GRACE)
+    assert sweeper.run_once() == 1  # a's first evaluation: its health row is written
+    assert world.health()["sql-a"].state == "ok"
+    assert sweeper.unchanged == 0
+    # a new password moves the epoch for every computer, yet a's health stays what it was:
+    # evaluated in a read-only transaction, no write transaction taken
+    world.backend.account_update(
+        "sql-a", AccountUpdate(secrets={"password": SecretStr("new pw of sql-a")})
+    )
+    written: list[str] = []
+    original = run_as_health.evaluate_computer
+
+    def evaluate(uow: Any, computer: str, **kwargs: Any) -> Any:
+        written.append(computer)
+        return original(uow, computer, **kwargs)
+
+    monkeypatch.setattr(run_as_health, "evaluate_computer", evaluate)
+    assert sweeper.run_once() == 1
+    assert (written, sweeper.unchanged) == ([], 1)
+    # a change that does alter a's health is written: needed, no longer distributed there
+    world.backend.distribution_set("sql-a", DistributionMode.MORE_SECURE, [], None, None)
+    assert sweeper.run_once() == 1
+    assert written == [A]
+    assert world.health()["sql-a"].missing_since is not None
+
+
+def test_a_sweep_slows_down_while_configurations_are_delivered(world: World) -> None:
+    account_id = world.account("sql-a")
+    world.associate("sql-a")
+    with world.runtime.unit_of_work() as uow:
+        for computer in (A, B, "c.contoso.com"):
+            uow.session.add(
+                RunAsHealthRow(
+                    account_id=account_id, computer=computer, since=T0, report_message=""
+                )
+            )
+    delivering = [True, True, False]
+    sweeper = run_as_health.HealthSweeper(
+        world.runtime,
+        interval_s=60,
+        grace=GRACE,
+        yield_to=lambda: delivering.pop(0),
+        yield_step_s=0.25,
+    )
+    rests: list[float] = []
+
+    class Stop:
+        def is_set(self) -> bool:
+            return False
+
+        def wait(self, seconds: float) -> None:
+            rests.append(seconds)
+
+    sweeper._stop = Stop()  # type: ignore[assignment]
+    assert sweeper.run_once() == 3
+    # one computer per step while a roll-out is under way, then at full speed
+    assert rests == [0.25, 0.25]

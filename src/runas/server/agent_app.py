@@ -10,6 +10,7 @@ configuration poll (:class:`~runas.services.agent_config.AgentConfigCache`, per 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -32,11 +33,17 @@ from runas.server.settings import ServerSettings
 from runas.services import agent_config, agents, monitoring, tasks
 from runas.services.agent_config import AgentConfigCache, BuiltConfig
 from runas.services.resolution_memory import ResolutionMemory
+from runas.services.secret_memory import PlaintextMemory
 from runas.storage.tables import AgentRow
 
 AGENT_PREFIX = "/agent/v1"
 JSON = "application/json"
 PEM = "application/x-pem-file"
+#: configurations built at once. Building one is CPU work under the GIL (the database is
+#: read from the page cache): more builders do not build faster, they only queue for the GIL
+#: and starve the event loop that reads the agents' requests and writes the answers. Waiting
+#: for the deliveries' audit commit is not counted (those wait together, for group commit).
+BUILDERS = 2
 
 
 @dataclass
@@ -144,17 +151,27 @@ def create_agent_app(
     configs: AgentConfigCache = app.state.configs
     deliveries = DeliveryWriter(runtime)
     app.state.deliveries = deliveries
+    # The secret versions of the current epoch, decrypted once for every agent's bundle
+    # (bounded in time and size; every use still audited per agent): services/secret_memory.py
+    plaintexts = PlaintextMemory()
+    app.state.plaintexts = plaintexts
     identities: AgentIdentities = app.state.identities
+
+    builders = threading.BoundedSemaphore(BUILDERS)
+    app.state.builders = builders
 
     def build(caller: AgentCaller) -> BuiltConfig:
         actor = f"agent:{caller.agent_id}"
-        # Built in a read-only transaction (many at once, no write lock); the secrets' uses
-        # and the agent's last contact are written after, grouped with other deliveries
+        # Built in a read-only transaction (no write lock), BUILDERS at a time; the secrets'
+        # uses and the agent's last contact are written after, grouped with other deliveries
         # waiting at the same time (server/deliveries.py), and committed before anything is
         # sent.
-        with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
+        with (
+            builders,
+            runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow,
+        ):
             row = caller.check(uow.session.get(AgentRow, caller.agent_id))
-            built = agent_config.build(uow, row, memory=memory)
+            built = agent_config.build(uow, row, memory=memory, plaintexts=plaintexts)
         deliveries.record(built, caller.agent_id, caller.source)
         return built
 

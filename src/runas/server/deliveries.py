@@ -17,7 +17,9 @@ meanwhile, say) fails only its own request. Each record keeps its own actor and 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from runas.runtime import Runtime, UnitOfWork
 from runas.services import agent_config, agents
@@ -25,6 +27,8 @@ from runas.services.agent_config import BuiltConfig
 
 #: deliveries per transaction at most (bounds a transaction's length and the writer's latency)
 MAX_BATCH = 256
+#: a roll-out is over once no configuration was delivered for this long
+QUIET_S = 1.0
 
 
 @dataclass
@@ -50,11 +54,13 @@ class DeliveryWriter:
         #: batches committed and deliveries in them (for tests and metrics)
         self.batches = 0
         self.written = 0
+        self._last = -float("inf")
 
     def record(self, built: BuiltConfig, agent_id: str, source: str) -> None:
         """Audit the secrets ``built`` carries and note the agent's contact; raises what the
         write raised when it could not be committed (the configuration must not be sent)."""
         item = _Delivery(built, agent_id, source)
+        self._last = time.monotonic()
         with self._lock:
             self._queue.append(item)
             lead = not self._writing
@@ -64,6 +70,11 @@ class DeliveryWriter:
         item.done.wait()
         if item.error is not None:
             raise item.error
+
+    def busy(self, quiet_s: float = QUIET_S) -> bool:
+        """Whether a configuration was delivered in the last ``quiet_s`` seconds: a roll-out
+        is under way (the Run As health sweeper waits for it)."""
+        return time.monotonic() - self._last < quiet_s
 
     def _write_queue(self) -> None:
         while True:
@@ -96,21 +107,28 @@ class DeliveryWriter:
         with self._runtime.unit_of_work(
             actor=f"agent:{first.agent_id}", source=first.source
         ) as uow:
+            notes: list[tuple[str, datetime, str, int]] = []
             for item in batch:
-                _record(uow, item)
+                _record(uow, item, notes)
+            agents.touch_many(uow.session, notes)
         with self._lock:
             self.batches += 1
             self.written += len(batch)
 
 
-def _record(uow: UnitOfWork, item: _Delivery) -> None:
+def _record(uow: UnitOfWork, item: _Delivery, notes: list[tuple[str, datetime, str, int]]) -> None:
     # each audit record names its own agent and address, as its own transaction would have
     uow.actor = f"agent:{item.agent_id}"
     uow.source = item.source
     agent_config.record_delivery(uow, item.built)
-    agents.touch(
-        uow.session, item.agent_id, now=uow.now, source=item.source, epoch=item.built.epoch
-    )
+    epoch = item.built.epoch
+    seen = item.built.seen
+    if seen is None:
+        agents.touch(uow.session, item.agent_id, now=uow.now, source=item.source, epoch=epoch)
+    elif agents.needs_touch(seen, uow.now, item.source, epoch):
+        # the agent's last contact as the build read it: no need to read it again; noted
+        # with the batch's other agents in one statement
+        notes.append((item.agent_id, uow.now, item.source, epoch))
 
 
 __all__ = ["MAX_BATCH", "DeliveryWriter"]

@@ -198,6 +198,8 @@ def serve(
                 interval_s=settings.health_interval,
                 grace=timedelta(seconds=settings.credentials_grace),
                 event_retention=timedelta(seconds=settings.event_retention),
+                # configuration roll-outs first: the sweep waits while agents fetch a change
+                yield_to=agent_app.state.deliveries.busy,
             )
         # Everything built so far lives as long as the process: keep it out of the
         # collector's full passes, which would otherwise walk it again and again while

@@ -164,9 +164,18 @@ def decrypt_unaudited(uow: UnitOfWork, account_id: int, version: int) -> dict[st
 
 
 def record_secret_use(
-    uow: UnitOfWork, account_id: int, version: int, *, purpose: str, fields: list[str]
+    uow: UnitOfWork,
+    account_id: int,
+    version: int,
+    *,
+    purpose: str,
+    fields: list[str],
+    name: str | None = None,
 ) -> None:
-    name = uow.session.scalar(select(AccountRow.name).where(AccountRow.id == account_id))
+    """Audit a use of the secret (``account:secret-use``). ``name``: the account's name when
+    the caller has read it already."""
+    if name is None:
+        name = uow.session.scalar(select(AccountRow.name).where(AccountRow.id == account_id))
     audit.record(
         uow,
         AuditAction.ACCOUNT_SECRET_USE,

@@ -19,6 +19,7 @@ import base64
 import json
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -27,9 +28,10 @@ from runas.crypto.sealing import Bundle, BundleEntry, seal_bundle
 from runas.domain.classes import ClassHierarchy
 from runas.domain.resolution import Outcome, resolve_workflow
 from runas.runtime import UnitOfWork
-from runas.services import accounts, convert, explain, ssh_hosts
+from runas.services import accounts, convert, explain
 from runas.services.resolution_memory import ResolutionMemory
-from runas.storage.tables import AccountRow, AgentRow, ObjectRow, WorkflowRow
+from runas.services.secret_memory import PlaintextMemory
+from runas.storage.tables import AgentRow, ObjectRow
 
 
 @dataclass(frozen=True)
@@ -40,8 +42,12 @@ class BuiltConfig:
     body: bytes
     #: (account id, secret version) of each secret in the bundle
     delivered: tuple[tuple[int, int], ...]
-    #: (account id, version, field names) of each secret decrypted into it, to be audited
-    uses: tuple[tuple[int, int, tuple[str, ...]], ...] = ()
+    #: (account id, version, field names, account name) of each secret sealed into it, to be
+    #: audited
+    uses: tuple[tuple[int, int, tuple[str, ...], str], ...] = ()
+    #: the agent's last contact as read when building (last_seen_at, last_seen_from,
+    #: last_epoch): whether the delivery must note it again is decided without reading it again
+    seen: tuple[datetime | None, str | None, int | None] | None = None
 
 
 def etag_of(epoch: int) -> str:
@@ -65,13 +71,21 @@ def _properties(h: ClassHierarchy, row: ObjectRow) -> dict[str, Any]:
     return {**dict(row.properties or {}), **keys}
 
 
-def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> BuiltConfig:
+def build(
+    uow: UnitOfWork,
+    agent: AgentRow,
+    *,
+    memory: ResolutionMemory,
+    plaintexts: PlaintextMemory | None = None,
+) -> BuiltConfig:
     """The configuration document of ``agent`` as of this transaction's epoch (which may be
     read-only: the secrets' uses are audited by :func:`record_delivery`).
 
     Resolution reads the server's :class:`ResolutionMemory` view of the epoch (content,
-    workflows, the computer's accounts and approvals), so a configuration costs the objects of
-    one computer, the accounts it uses, and the decryption of their secrets."""
+    workflows and their schedules, the associated accounts, the trusted SSH host keys), so a
+    configuration costs the objects of one computer, its accounts' approvals there, and the
+    secrets it carries: decrypted once per epoch for every agent when ``plaintexts`` is
+    given (:mod:`runas.services.secret_memory`), each use still audited per agent."""
     s = uow.session
     view = memory.view(s)
     epoch = view.epoch
@@ -82,20 +96,17 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
     )
     workflows: list[dict[str, Any]] = []
     entries: list[BundleEntry] = []
-    uses: list[tuple[int, int, tuple[str, ...]]] = []
+    uses: list[tuple[int, int, tuple[str, ...], str]] = []
     if objects:
-        cat = view.catalog_for(s, agent.id)
+        computer_row = next((o for o in objects if o.host_id is None), None)
+        cat = view.catalog_for(s, agent.id, computer_row=computer_row)
         h = cat.hierarchy
-        wf_rows = {r.id: r for r in s.scalars(select(WorkflowRow))}
         runs_as: dict[int, int] = {}  # account id -> secret version, for the bundle
         task_accounts: set[int] = set()
         planned = []
         for o in objects:
             record = convert.object_record(o)
-            for w in sorted(
-                explain.applicable(list(view.workflows.values()), h, record.class_id),
-                key=lambda w: w.id,
-            ):
+            for w in view.applicable(record.class_id):
                 res = resolve_workflow(w, record, cat)
                 own = res.outcome is Outcome.ACCOUNT and res.account is not None
                 if own and res.runs and res.account is not None:
@@ -108,17 +119,10 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
                         task_accounts.add(res.account.id)
                     continue
                 planned.append((o, w, res, own))
-        acc_rows = {
-            r.id: r
-            for r in s.scalars(
-                select(AccountRow).where(
-                    AccountRow.id.in_(
-                        {r.account.id for _, _, r, own in planned if own and r.account}
-                        | task_accounts
-                    )
-                )
-            )
-        }
+        acc_rows = view.accounts_public(
+            s,
+            {r.account.id for _, _, r, own in planned if own and r.account} | task_accounts,
+        )
         for o, w, res, own in planned:
             account = None
             if own and res.account is not None:
@@ -127,10 +131,9 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
                     "id": a.id,
                     "name": a.name,
                     "type": a.type,
-                    "secret_version": a.current_version,
-                    "public": dict(a.public_fields),
+                    "secret_version": a.secret_version,
+                    "public": dict(a.public),
                 }
-            row = wf_rows[w.id]
             workflows.append(
                 {
                     "workflow": w.id,
@@ -139,7 +142,7 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
                     "object_id": o.id,
                     "properties": _properties(h, o),
                     "probe": {"type": w.probe_type, "config": dict(w.probe_config or {})},
-                    "schedule": _schedule(row.schedule),
+                    "schedule": _schedule(view.schedules.get(w.id)),
                     "runs": res.runs,
                     "outcome": res.outcome.value,
                     "detail": explain.describe_outcome(res),
@@ -148,9 +151,9 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
             )
         for account_id, version in sorted(runs_as.items()):
             # Recorded by record_delivery before the configuration leaves the server.
-            fields = accounts.decrypt_unaudited(uow, account_id, version)
+            fields = _secret_fields(uow, epoch, account_id, version, plaintexts)
             entries.append(BundleEntry(account_id, version, acc_rows[account_id].type, fields))
-            uses.append((account_id, version, tuple(sorted(fields))))
+            uses.append((account_id, version, tuple(sorted(fields)), acc_rows[account_id].name))
     bundle = Bundle(agent.id, epoch, tuple(entries))
     sealed = seal_bundle(agent.hpke_public_key, bundle)
     etag = etag_of(epoch)
@@ -161,25 +164,47 @@ def build(uow: UnitOfWork, agent: AgentRow, *, memory: ResolutionMemory) -> Buil
         "workflows": workflows,
         "bundle": base64.b64encode(sealed).decode("ascii"),
         # Public data, the same for every agent of the group: the SSH host keys it trusts.
-        "known_hosts": ssh_hosts.known_hosts(s),
+        "known_hosts": view.known_hosts(s),
     }
     body = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     return BuiltConfig(
-        agent.id, epoch, etag, body, tuple(e.key for e in bundle.entries), tuple(uses)
+        agent.id,
+        epoch,
+        etag,
+        body,
+        tuple(e.key for e in bundle.entries),
+        tuple(uses),
+        (agent.last_seen_at, agent.last_seen_from, agent.last_epoch),
     )
+
+
+def _secret_fields(
+    uow: UnitOfWork,
+    epoch: int,
+    account_id: int,
+    version: int,
+    plaintexts: PlaintextMemory | None,
+) -> dict[str, str]:
+    def decrypt() -> dict[str, str]:
+        return accounts.decrypt_unaudited(uow, account_id, version)
+
+    if plaintexts is None:
+        return decrypt()
+    return plaintexts.fields(epoch, account_id, version, decrypt)
 
 
 def record_delivery(uow: UnitOfWork, built: BuiltConfig) -> None:
     """Audit each secret in ``built`` (``account:secret-use``): in a transaction of its own
     that must commit before the configuration is sent — if it cannot be written, the agent
     gets an error, not the secrets."""
-    for account_id, version, fields in built.uses:
+    for account_id, version, fields, name in built.uses:
         accounts.record_secret_use(
             uow,
             account_id,
             version,
             purpose=f"configuration of agent {built.agent_id}",
             fields=list(fields),
+            name=name,
         )
 
 

@@ -37,7 +37,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import BaseModel, Field, SecretStr
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -678,12 +678,7 @@ def touch(session: Session, agent_id: str, *, now: datetime, source: str, epoch:
     if row is None:
         return False
     source = source[:128]
-    if (
-        row.last_seen_at is not None
-        and now - row.last_seen_at < TOUCH_INTERVAL
-        and row.last_seen_from == source
-        and row.last_epoch == epoch
-    ):
+    if not needs_touch((row.last_seen_at, row.last_seen_from, row.last_epoch), now, source, epoch):
         return False
     session.execute(
         update(AgentRow)
@@ -695,6 +690,44 @@ def touch(session: Session, agent_id: str, *, now: datetime, source: str, epoch:
     set_committed_value(row, "last_seen_from", source)
     set_committed_value(row, "last_epoch", epoch)
     return True
+
+
+Seen = tuple[datetime | None, str | None, int | None]
+
+
+def needs_touch(seen: Seen, now: datetime, source: str, epoch: int) -> bool:
+    """Whether an agent last noted as ``seen`` (last_seen_at, last_seen_from, last_epoch) must
+    be noted again: something changed, or the note is older than :data:`TOUCH_INTERVAL`."""
+    at, was_from, was_epoch = seen
+    return not (
+        at is not None
+        and now - at < TOUCH_INTERVAL
+        and was_from == source[:128]
+        and was_epoch == epoch
+    )
+
+
+def touch_many(session: Session, notes: list[tuple[str, datetime, str, int]]) -> None:
+    """Note many agents as seen at once (agent id, when, from, epoch): one UPDATE statement
+    executed for all of them (the deliveries of a group commit), ``row_version`` left alone.
+    The caller decided with :func:`needs_touch` which ones need it."""
+    if not notes:
+        return
+    table = AgentRow.__table__
+    assert isinstance(table, Table)
+    session.execute(
+        table.update()
+        .where(table.c.id == bindparam("agent"))
+        .values(
+            last_seen_at=bindparam("at", type_=table.c.last_seen_at.type),
+            last_seen_from=bindparam("src", type_=table.c.last_seen_from.type),
+            last_epoch=bindparam("ep", type_=table.c.last_epoch.type),
+        ),
+        [
+            {"agent": agent_id, "at": at, "src": source[:128], "ep": epoch}
+            for agent_id, at, source, epoch in notes
+        ],
+    )
 
 
 __all__ = [
@@ -715,10 +748,12 @@ __all__ = [
     "group_ca",
     "identify",
     "list_agents",
+    "needs_touch",
     "register_management_server",
     "reject",
     "remove",
     "server_certificate",
     "show",
     "touch",
+    "touch_many",
 ]

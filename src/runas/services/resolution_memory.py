@@ -19,55 +19,185 @@ over the same data (``tests/services/test_resolution_memory.py`` compares them).
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from runas.domain.model import ObjectRecord, WorkflowDef
-from runas.domain.resolution import Catalog, resolve_for_profile, resolve_workflow
+from runas.domain.resolution import AccountInfo, Catalog, resolve_for_profile, resolve_workflow
 from runas.errors import InvalidInput, NotFound
 from runas.services import catalog as catalog_loader
-from runas.services import convert, lookup
-from runas.services.explain import ExplainView, to_view
-from runas.storage.tables import ObjectRow, WorkflowRow
+from runas.services import convert, lookup, ssh_hosts
+from runas.services.explain import ExplainView, applicable, to_view
+from runas.storage.tables import AccountRow, DistributionRow, ObjectRow, WorkflowRow
 
 #: objects and computers one view remembers; past that it forgets them all (the next
 #: questions read them again): memory stays bounded in a management group of any size
 MAX_OBJECTS = 100_000
 MAX_COMPUTERS = 20_000
+#: approvals (account, computer) of the associated accounts a view reads in one go; a
+#: management group with more is asked per computer instead
+MAX_APPROVALS = 200_000
+
+
+@dataclass(frozen=True)
+class AccountPublic:
+    """What a configuration shows of an account (never its secret)."""
+
+    id: int
+    name: str
+    type: str
+    secret_version: int
+    public: dict[str, Any]
 
 
 @dataclass
 class EpochView:
     """What resolution reads, as of one epoch. Content is complete; ``objects`` (keyed by
     the reference asked with: id or full name) and ``catalogs`` (by computer) fill as
-    questions come."""
+    questions come. The associated accounts (without their approvals, which are per
+    computer), the workflows' schedules and the trusted SSH host keys are read once per view:
+    every agent's configuration at this epoch needs them."""
 
     epoch: int
     content: catalog_loader.Content
     workflows: dict[str, WorkflowDef]
     account_ids: tuple[int, ...]
+    #: workflow id -> its schedule as stored (None: no schedule)
+    schedules: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     objects: dict[str, ObjectRecord] = field(default_factory=dict)
     catalogs: dict[str, Catalog] = field(default_factory=dict)
+    _accounts: tuple[dict[int, AccountInfo], dict[int, AccountPublic]] | None = None
+    _known_hosts: tuple[str, ...] | None = None
+    #: computer -> associated accounts approved there (None: not read yet; False: too many
+    #: to hold, read per computer)
+    _approvals: dict[str, frozenset[int]] | bool | None = None
+    _applicable: dict[str, tuple[WorkflowDef, ...]] = field(default_factory=dict)
 
-    def catalog_for(self, session: Session, computer: str) -> Catalog:
+    def _account_base(
+        self, session: Session
+    ) -> tuple[dict[int, AccountInfo], dict[int, AccountPublic]]:
+        found = self._accounts
+        if found is None:
+            rows = (
+                list(session.scalars(select(AccountRow).where(AccountRow.id.in_(self.account_ids))))
+                if self.account_ids
+                else []
+            )
+            found = (
+                {r.id: convert.account_info(r, frozenset()) for r in rows},
+                {
+                    r.id: AccountPublic(
+                        r.id, r.name, r.type, r.current_version, dict(r.public_fields)
+                    )
+                    for r in rows
+                },
+            )
+            self._accounts = found
+        return found
+
+    def accounts_public(self, session: Session, ids: Iterable[int]) -> dict[int, AccountPublic]:
+        """The accounts ``ids`` as a configuration shows them (associated accounts are read
+        once per view; any other is read now)."""
+        known = self._account_base(session)[1]
+        wanted = set(ids)
+        out = {i: known[i] for i in wanted if i in known}
+        missing = sorted(wanted - set(out))
+        if missing:
+            for r in session.scalars(select(AccountRow).where(AccountRow.id.in_(missing))):
+                out[r.id] = AccountPublic(
+                    r.id, r.name, r.type, r.current_version, dict(r.public_fields)
+                )
+        return out
+
+    def _approved_on(self, session: Session, computer: str) -> frozenset[int]:
+        """The associated accounts approved on ``computer`` (more-secure distribution): all
+        approvals are read once per view when there are at most :data:`MAX_APPROVALS`."""
+        if not self.account_ids:
+            return frozenset()
+        known = self._approvals
+        if known is None:
+            rows = session.execute(
+                select(DistributionRow.computer_name, DistributionRow.account_id)
+                .where(DistributionRow.account_id.in_(self.account_ids))
+                .limit(MAX_APPROVALS + 1)
+            ).all()
+            if len(rows) > MAX_APPROVALS:
+                known = False
+            else:
+                by_computer: dict[str, set[int]] = {}
+                for name, account_id in rows:
+                    by_computer.setdefault(name, set()).add(account_id)
+                known = {name: frozenset(ids) for name, ids in by_computer.items()}
+            self._approvals = known
+        if known is not False:
+            assert isinstance(known, dict)
+            return known.get(computer, frozenset())
+        return frozenset(
+            session.scalars(
+                select(DistributionRow.account_id).where(
+                    DistributionRow.computer_name == computer,
+                    DistributionRow.account_id.in_(self.account_ids),
+                )
+            )
+        )
+
+    def known_hosts(self, session: Session) -> list[str]:
+        """The trusted SSH host keys as known_hosts lines (every agent receives them)."""
+        found = self._known_hosts
+        if found is None:
+            found = tuple(ssh_hosts.known_hosts(session))
+            self._known_hosts = found
+        return list(found)
+
+    def applicable(self, class_id: str) -> tuple[WorkflowDef, ...]:
+        """The enabled workflows that target ``class_id`` or an ancestor, by id."""
+        found = self._applicable.get(class_id)
+        if found is None:
+            found = tuple(
+                sorted(
+                    applicable(list(self.workflows.values()), self.content.hierarchy, class_id),
+                    key=lambda w: w.id,
+                )
+            )
+            self._applicable[class_id] = found
+        return found
+
+    def catalog_for(
+        self, session: Session, computer: str, *, computer_row: ObjectRow | None = None
+    ) -> Catalog:
+        """The catalog for objects of ``computer``: the view's content and accounts with the
+        approvals of this one computer. ``computer_row``: its computer object, when the caller
+        has just read it (saves reading it again)."""
         found = self.catalogs.get(computer)
         if found is not None:
             return found
-        row = session.scalars(
-            select(ObjectRow).where(
-                ObjectRow.computer_name == computer, ObjectRow.host_id.is_(None)
-            )
-        ).first()
+        row = computer_row
+        if row is None:
+            row = session.scalars(
+                select(ObjectRow).where(
+                    ObjectRow.computer_name == computer, ObjectRow.host_id.is_(None)
+                )
+            ).first()
         computers = {computer: convert.object_record(row)} if row is not None else {}
         content = self.content
+        base = self._account_base(session)[0]
+        accounts = dict(base)
+        for account_id in self._approved_on(session, computer):
+            if account_id in accounts:
+                accounts[account_id] = dataclasses.replace(
+                    accounts[account_id], approved=frozenset({computer})
+                )
         made = Catalog(
             hierarchy=content.hierarchy,
             groups=content.groups,
             profiles=content.profiles,
-            accounts=catalog_loader.account_infos(session, self.account_ids, [computer]),
+            accounts=accounts,
             associations=content.associations,
             targeted_classes=content.targeted_classes,
             computers=computers,
@@ -144,6 +274,11 @@ class ResolutionMemory:
         obj = view.object(session, obj_ref)
         return _answer(view, obj, view.catalog_for(session, obj.computer), workflow, profile)
 
+    def view_if_current(self, epoch: int) -> EpochView | None:
+        """The newest view if it is at ``epoch`` (for tests and metrics)."""
+        view = self._view
+        return view if view is not None and view.epoch == epoch else None
+
     def view(self, session: Session) -> EpochView:
         """The view at the epoch ``session`` sees, built if this process has none yet. A
         transaction that sees an older epoch than the newest view (it began before a commit)
@@ -165,11 +300,13 @@ class ResolutionMemory:
             return made
 
     def _build(self, session: Session, epoch: int) -> EpochView:
+        rows = list(session.scalars(select(WorkflowRow)))
         made = EpochView(
             epoch=epoch,
             content=catalog_loader.content(session, None),
-            workflows={r.id: convert.workflow_def(r) for r in session.scalars(select(WorkflowRow))},
+            workflows={r.id: convert.workflow_def(r) for r in rows},
             account_ids=(),
+            schedules={r.id: (dict(r.schedule) if r.schedule else None) for r in rows},
         )
         made.account_ids = tuple(
             sorted({a.account_id for lst in made.content.associations.values() for a in lst})

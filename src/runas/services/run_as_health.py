@@ -30,6 +30,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
@@ -57,6 +58,7 @@ from runas.errors import NotFound
 from runas.runtime import Runtime, UnitOfWork
 from runas.services import audit, explain, lookup, monitoring
 from runas.services.audit import AuditAction
+from runas.services.catalog import CatalogCache
 from runas.storage.tables import (
     AccountRow,
     AgentRow,
@@ -86,10 +88,12 @@ class _Need:
     conflict_with: set[str] = dataclasses.field(default_factory=set)
 
 
-def _needs(session: Session, computer: str) -> dict[int, _Need]:
+def _needs(
+    session: Session, computer: str, catalogs: CatalogCache | None = None
+) -> dict[int, _Need]:
     """Per account id: what the computer's workflows need of it."""
     try:
-        config = explain.computer_config(session, computer)
+        config = explain.computer_config(session, computer, catalogs=catalogs)
     except NotFound:  # the computer is gone: nothing there needs anything
         return {}
     needs: dict[int, _Need] = {}
@@ -151,15 +155,57 @@ def _lock(session: Session, computer: str) -> None:
 # -- evaluation --------------------------------------------------------------------------------
 
 
-def evaluate_computer(
-    uow: UnitOfWork, computer: str, *, grace: timedelta = DEFAULT_GRACE
-) -> list[AlertChange[HealthKey]]:
-    """Evaluate Run As health on ``computer`` now, store it, and open, update or close its
-    alerts. Returns the alert changes made."""
-    s = uow.session
-    now = uow.now
-    _lock(s, computer)
-    needs = _needs(s, computer)
+@dataclasses.dataclass
+class _Assessment:
+    """Everything an evaluation of one computer decides, before anything is written."""
+
+    computer: str
+    rows: dict[int, RunAsHealthRow]
+    accounts: dict[int, AccountRow]
+    previous: dict[HealthKey, Health]
+    current: dict[HealthKey, Health]
+    #: account id -> missing_since to keep
+    missing: dict[int, datetime | None]
+    gone: list[int]
+    changes: list[AlertChange[HealthKey]]
+
+    def changes_anything(self, session: Session) -> bool:
+        """Whether writing it would change any row: a new, changed or deleted health row, an
+        alert to open, update or close."""
+        if self.gone or self.changes:
+            return True
+        for key, health in self.current.items():
+            row = self.rows.get(key.account_id)
+            if (
+                row is None
+                or row.state != health.state.value
+                or row.message != health.message
+                or row.missing_since != self.missing[key.account_id]
+            ):
+                return True
+        unhealthy = {
+            alert_key(k.account_id, self.computer) for k, h in self.current.items() if not h.ok
+        }
+        open_keys = set(
+            session.scalars(
+                select(AlertRow.key).where(
+                    AlertRow.source == SOURCE,
+                    AlertRow.computer == self.computer,
+                    AlertRow.closed_at.is_(None),
+                )
+            )
+        )
+        return bool(open_keys - unhealthy)
+
+
+def _assess(
+    s: Session,
+    computer: str,
+    now: datetime,
+    grace: timedelta,
+    catalogs: CatalogCache | None = None,
+) -> _Assessment:
+    needs = _needs(s, computer, catalogs)
     wanted = set(needs) | _distributed(s, computer)
     rows = {
         r.account_id: r
@@ -178,15 +224,16 @@ def evaluate_computer(
         )
 
     current: dict[HealthKey, Health] = {}
+    missing: dict[int, datetime | None] = {}
     for account_id in sorted(wanted):
         account = accounts.get(account_id)
         if account is None:
             continue
         need = needs.get(account_id, _Need())
         row = rows.get(account_id)
-        missing = Outcome.NOT_DISTRIBUTED in need.outcomes
-        missing_since = track_missing(row.missing_since if row else None, missing, now)
-        health = evaluate(
+        is_missing = Outcome.NOT_DISTRIBUTED in need.outcomes
+        missing_since = track_missing(row.missing_since if row else None, is_missing, now)
+        current[HealthKey(account_id, computer)] = evaluate(
             HealthInputs(
                 account=account.name,
                 computer=computer,
@@ -201,7 +248,39 @@ def evaluate_computer(
             now,
             grace,
         )
-        current[HealthKey(account_id, computer)] = health
+        missing[account_id] = missing_since
+    gone = sorted(set(rows) - {k.account_id for k in current})
+    return _Assessment(
+        computer,
+        rows,
+        accounts,
+        previous,
+        current,
+        missing,
+        gone,
+        alert_transitions(previous, current),
+    )
+
+
+def evaluate_computer(
+    uow: UnitOfWork,
+    computer: str,
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+    catalogs: CatalogCache | None = None,
+) -> list[AlertChange[HealthKey]]:
+    """Evaluate Run As health on ``computer`` now, store it, and open, update or close its
+    alerts. Returns the alert changes made. ``catalogs``: content kept per epoch (a sweep
+    of many computers reads it once)."""
+    s = uow.session
+    now = uow.now
+    _lock(s, computer)
+    found = _assess(s, computer, now, grace, catalogs)
+    rows = found.rows
+    for key, health in found.current.items():
+        account_id = key.account_id
+        missing_since = found.missing[account_id]
+        row = rows.get(account_id)
         if row is None:
             row = RunAsHealthRow(
                 account_id=account_id,
@@ -218,17 +297,28 @@ def evaluate_computer(
         row.message = health.message
         row.missing_since = missing_since
 
-    gone = sorted(set(rows) - {k.account_id for k in current})
-    if gone:
+    if found.gone:
         s.execute(
             delete(RunAsHealthRow).where(
-                RunAsHealthRow.computer == computer, RunAsHealthRow.account_id.in_(gone)
+                RunAsHealthRow.computer == computer, RunAsHealthRow.account_id.in_(found.gone)
             )
         )
-    changes = alert_transitions(previous, current)
-    _apply(uow, computer, changes, current, accounts)
+    _apply(uow, computer, found.changes, found.current, found.accounts)
     s.flush()
-    return changes
+    return found.changes
+
+
+def would_change(
+    session: Session,
+    computer: str,
+    *,
+    now: datetime,
+    grace: timedelta = DEFAULT_GRACE,
+    catalogs: CatalogCache | None = None,
+) -> bool:
+    """Whether :func:`evaluate_computer` would write anything now; reads only (a sweeper
+    asks this in a read-only transaction and takes the write lock only when it must)."""
+    return _assess(session, computer, now, grace, catalogs).changes_anything(session)
 
 
 def _apply(
@@ -375,14 +465,20 @@ def awaiting_grace(session: Session) -> set[str]:
 SWEEP_DUTY = 0.5
 #: a sweep this short runs without resting
 SWEEP_UNPACED = 100
+#: while configurations are being delivered, a sweep evaluates one computer per this many
+#: seconds (it makes progress, but takes almost nothing from the roll-out)
+YIELD_STEP_S = 0.5
 
 
 class HealthSweeper:
     """A daemon thread that re-evaluates Run As health every ``interval_s`` seconds.
 
-    Each computer is evaluated in a transaction of its own, so a large management group never
-    holds the write lock (SQLite) for a whole sweep, and one computer that fails (logged) does
-    not stop the others. Incremental: a computer is evaluated again only when the resolution
+    Each computer is evaluated in a read-only transaction first, and in a write transaction of
+    its own only when its health or alerts change, so a large management group never holds
+    the write lock (SQLite) for a whole sweep, and one computer that fails (logged) does not
+    stop the others; content is read once per epoch for the whole sweep (``catalogs``). While
+    configurations are being delivered (``yield_to``) the sweep slows to one computer per
+    ``yield_step_s``. Incremental: a computer is evaluated again only when the resolution
     epoch changed since its last evaluation (anything that can change what it needs), when it
     waits for a grace period to end, or at the full sweep every :data:`FULL_SWEEP_S` (expiry
     thresholds); probe reports re-evaluate their computer themselves. With thousands of agents
@@ -397,6 +493,8 @@ class HealthSweeper:
         event_retention: timedelta = monitoring.DEFAULT_EVENT_RETENTION,
         duty: float = SWEEP_DUTY,
         unpaced: int = SWEEP_UNPACED,
+        yield_to: Callable[[], bool] | None = None,
+        yield_step_s: float = YIELD_STEP_S,
     ) -> None:
         if interval_s <= 0:
             raise ValueError("interval_s must be > 0")
@@ -408,6 +506,13 @@ class HealthSweeper:
         self.interval_s = interval_s
         self.grace = grace
         self.event_retention = event_retention
+        #: while this says True (configurations being delivered), the sweep waits
+        self.yield_to = yield_to
+        self.yield_step_s = yield_step_s
+        #: content per epoch, read once for every computer of a sweep
+        self.catalogs = CatalogCache()
+        #: computers evaluated whose health needed no write (read-only transaction only)
+        self.unchanged = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         #: computer -> the epoch at its last evaluation
@@ -435,6 +540,29 @@ class HealthSweeper:
                 _log.exception("runas_health.sweep_failed")
             self._stop.wait(self.interval_s)
 
+    def _evaluate(self, computer: str) -> None:
+        # Read first, in a transaction that takes no lock: most computers' health is what it
+        # was (after a password change every computer's epoch moved, yet nothing it needs
+        # did), and a write transaction per computer would queue behind, and hold up, the
+        # configuration deliveries and the administrators' changes (SQLite: one writer).
+        with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE, read_only=True) as uow:
+            changes = would_change(
+                uow.session, computer, now=uow.now, grace=self.grace, catalogs=self.catalogs
+            )
+        if not changes:
+            self.unchanged += 1
+            return
+        with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
+            evaluate_computer(uow, computer, grace=self.grace, catalogs=self.catalogs)
+
+    def _yield(self) -> None:
+        """While configurations are being delivered (``yield_to``), one computer per
+        ``yield_step_s``: a credential change rolls out to every agent first and health
+        follows (a sweep that competed with the roll-out would slow both), yet a management
+        group that never stops changing still gets its health swept."""
+        if self.yield_to is not None and self.yield_to():
+            self._stop.wait(self.yield_step_s)
+
     def run_once(self) -> int:
         """One sweep: returns how many computers were evaluated without error."""
         with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE, read_only=True) as uow:
@@ -451,10 +579,10 @@ class HealthSweeper:
         for index, computer in enumerate(computers):
             if self._stop.is_set():
                 break
+            self._yield()
             began = time.monotonic()
             try:
-                with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
-                    evaluate_computer(uow, computer, grace=self.grace)
+                self._evaluate(computer)
                 self._evaluated_at[computer] = epoch
                 done += 1
             except Exception:
@@ -544,4 +672,5 @@ __all__ = [
     "evaluate_computer",
     "health_show",
     "sweep",
+    "would_change",
 ]
