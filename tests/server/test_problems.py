@@ -33,6 +33,11 @@ def test_each_error_class_maps_to_its_problem(seeded_any: Served) -> None:
     problem(c.get("/api/v1/accounts", headers=seeded_any.as_user("operator")), 403, "forbidden")
     doc = problem(c.get("/api/v1/accounts/missing", headers=admin), 404, "not-found")
     assert doc["instance"] == "/api/v1/accounts/missing"
+    # digits that are not decimal ("²".isdigit() is true, int("²") fails): a name, not a 500
+    problem(c.get("/api/v1/accounts/%C2%B2", headers=admin), 404, "not-found")
+    problem(c.patch("/api/v1/accounts/%C2%B2", json={"description": "x"}, headers=admin), 404,
+            "not-found")  # fmt: skip
+    problem(c.get("/api/v1/objects/%C2%B2", headers=admin), 422, "invalid-input")
     problem(c.get("/api/v1/no-such-route", headers=admin), 404, "not-found")
     problem(c.put("/healthz"), 405, "method-not-allowed")
     body = {

@@ -102,7 +102,7 @@ def _check_name(name: str) -> str:
     clean = name.strip()
     if not clean:
         raise AccountValidationError("an account name cannot be empty")
-    if clean.isdigit():
+    if clean.isdecimal():
         raise AccountValidationError(
             f"account name {clean!r} is all digits, which reads as an account id: choose a name"
         )

@@ -32,7 +32,7 @@ def account(session: Session, ref: str, *, for_update: bool = False) -> AccountR
     if for_update:
         stmt = stmt.with_for_update()
     row = session.scalars(stmt).one_or_none()
-    if row is None and ref.isdigit():
+    if row is None and ref.isdecimal():
         row = session.get(AccountRow, int(ref))
     if row is None:
         raise NotFound(f"no Run As account named {ref!r}")
@@ -69,7 +69,7 @@ def group(session: Session, ref: str) -> GroupRow:
 
 def obj(session: Session, ref: str) -> ObjectRow:
     """An object by numeric id or by full name (``Class:host;key``)."""
-    if ref.isdigit():
+    if ref.isdecimal():
         row = session.get(ObjectRow, int(ref))
         if row is None:
             raise NotFound(f"no object with id {ref}")

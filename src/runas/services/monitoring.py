@@ -452,7 +452,9 @@ def object_state(
     row = lookup.obj(session, ref)
     if scope is not None and not object_service.visible_to(session, scope, row):
         # the same answer as ``objects.show`` for an object out of scope
-        raise NotFound(f"no object with id {ref}" if ref.isdigit() else f"no object named {ref!r}")
+        raise NotFound(
+            f"no object with id {ref}" if ref.isdecimal() else f"no object named {ref!r}"
+        )
     states = list(
         session.scalars(
             select(MonitorStateRow)

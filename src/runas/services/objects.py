@@ -114,7 +114,9 @@ def show(session: Session, ref: str, *, scope: frozenset[str] | None = None) -> 
     visible = _scope_test(session, scope) if scope is not None else None
     if visible is not None and not visible(record):
         # Out of the caller's scope reads exactly like an object that does not exist.
-        raise NotFound(f"no object with id {ref}" if ref.isdigit() else f"no object named {ref!r}")
+        raise NotFound(
+            f"no object with id {ref}" if ref.isdecimal() else f"no object named {ref!r}"
+        )
     host = session.get(ObjectRow, row.host_id) if row.host_id is not None else None
     sources = [
         f"{src}@{scope}" if scope else src

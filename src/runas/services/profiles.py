@@ -397,7 +397,7 @@ def dissociate(
 
 
 def _normalise_target_for_match(session: Session, kind: TargetKind, target: str | None) -> str:
-    if kind is TargetKind.OBJECT and target and not target.isdigit():
+    if kind is TargetKind.OBJECT and target and not target.isdecimal():
         # The object may be gone (that is often why one dissociates): match by name.
         return target
     return _normalise_target(session, kind, target)

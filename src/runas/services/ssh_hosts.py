@@ -144,7 +144,7 @@ class PublicKey:
 
 
 def _port(text: str, where: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not text.isdecimal() or not 1 <= int(text) <= 65535:
         raise InvalidInput(f"{where}: the port must be a number from 1 to 65535")
     return int(text)
 

@@ -265,7 +265,7 @@ def _targets(
         ref = raw.strip()
         if not ref:
             raise InvalidInput("a target is empty (give an object's full name or a group id)")
-        if ":" in ref or ref.isdigit():
+        if ":" in ref or ref.isdecimal():
             try:
                 row = lookup.obj(session, ref)
             except NotFound:
@@ -353,7 +353,7 @@ def list_tasks(
         scope_groups = principal.object_scope() if principal is not None else None
         visible = object_service.visibility(session, scope_groups)
         classes: set[str]
-        if ":" in target or target.isdigit():
+        if ":" in target or target.isdecimal():
             row = lookup.obj(session, target)
             if visible is not None and not visible(convert.object_record(row)):
                 raise NotFound(f"no object named {target!r}")

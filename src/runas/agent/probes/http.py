@@ -203,7 +203,7 @@ def parse_config(config: Mapping[str, Any]) -> HttpConfig:
     if ca_file is not None and not isinstance(ca_file, str):
         raise InvalidInput("http probe: ca_file must be a path")
     redirects = config.get("max_redirects", DEFAULT_MAX_REDIRECTS)
-    if isinstance(redirects, str) and redirects.isdigit():
+    if isinstance(redirects, str) and redirects.isdecimal():
         redirects = int(redirects)
     if isinstance(redirects, bool) or not isinstance(redirects, int) or redirects < 0:
         raise InvalidInput("http probe: max_redirects must be a whole number >= 0")

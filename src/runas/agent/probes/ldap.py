@@ -258,7 +258,7 @@ class _Config:
         if tls not in _TLS_MODES:
             raise InvalidInput(f"ldap probe: 'tls' must be one of {', '.join(_TLS_MODES)}")
         port_text = _text(config, "port", "636" if tls == "ldaps" else "389") or ""
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not port_text.isdecimal() or not 0 < int(port_text) < 65536:
             raise InvalidInput("ldap probe: 'port' must be a TCP port number")
         verify = config.get("verify", True)
         if not isinstance(verify, bool):

@@ -26,7 +26,7 @@ def etag(version: int) -> str:
 def expected_version(if_match: str, what: str) -> int:
     """The version an ``If-Match`` names (``"3"``, ``W/"3"``)."""
     value = if_match.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not value.isdecimal():
         raise InvalidInput(f'If-Match must be the {what}\'s version, as "<row_version>"')
     return int(value)
 
