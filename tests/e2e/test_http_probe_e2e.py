@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.canaries import scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 from support.peers.apache import Apache
 
@@ -154,19 +154,6 @@ def _encodings(secret: str) -> list[bytes]:
     return [raw, base64.b64encode(raw), raw.hex().encode(), base64.b64encode(b"webmon:" + raw)]
 
 
-def _scan_processes(canaries: list[str]) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for canary in canaries:
-                assert canary.encode() not in data, f"/proc/{pid}/{name} holds a canary"
-
-
 def test_basic_account_health_follows_the_site(
     group: Group, server: Server, agent: Agent, apache: Apache, passwords: dict[str, str]
 ) -> None:
@@ -189,7 +176,7 @@ def test_basic_account_health_follows_the_site(
     assert monitor is not None
     assert monitor["state"] == "critical"
     assert "HTTP 401" in monitor["message"]
-    _scan_processes(list(passwords.values()))
+    scan_processes(list(passwords.values()))
     outputs += [json.dumps(alert), json.dumps(monitor), json.dumps(_health(group))]
 
     # The right password again: the next successful run closes the alert.
@@ -202,7 +189,7 @@ def test_basic_account_health_follows_the_site(
         r["account"] == ACCOUNT and r["last_report"] == "ok"
         and r["last_report_secret_version"] == 3
         for r in group.json("health", "show", COMPUTER)), timeout=60)  # fmt: skip
-    _scan_processes(list(passwords.values()))
+    scan_processes(list(passwords.values()))
     outputs += [
         group.run("state", "show", SITE, "--json"),
         group.run("alert", "list", "--all", "--json"),

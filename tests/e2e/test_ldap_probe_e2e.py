@@ -13,9 +13,7 @@ every file the test produced and in what the CLI printed.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from support.canaries import encodings, scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 from support.peers.slapd import (
     DOMAIN,
@@ -176,24 +175,6 @@ def _names(text: str) -> set[str]:
     return {str(o["full_name"]) for o in json.loads(text)}
 
 
-def _scan_processes(canaries: list[str]) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for c in canaries:
-                assert c.encode() not in data, f"/proc/{pid}/{name} holds a canary"
-
-
-def _encodings(secret: str) -> list[bytes]:
-    raw = secret.encode()
-    return [raw, base64.b64encode(raw), raw.hex().encode()]
-
-
 def test_ldap_monitor_discovery_and_run_as_health_end_to_end(
     group: RecordingGroup, server: Server, agent: Agent, directory: Slapd, password: str
 ) -> None:
@@ -220,7 +201,7 @@ def test_ldap_monitor_discovery_and_run_as_health_end_to_end(
     assert listed == wanted
     web = group.run("object", "show", f"{CLASS}:web01.contoso.com", "--json")
     assert "Windows Server 2022 Datacenter" in web
-    _scan_processes([password])
+    scan_processes([password])
 
     # A wrong password: the directory refuses the bind -> logon failed, with an alert.
     wrong = f"canary-wrong-{secrets.token_urlsafe(16)}"
@@ -235,7 +216,7 @@ def test_ldap_monitor_discovery_and_run_as_health_end_to_end(
     assert failed is not None
     assert failed.get("state") == "critical"
     assert "refused the password" in json.dumps(failed)
-    _scan_processes([password, wrong])
+    scan_processes([password, wrong])
 
     # The right password again: the next run logs on and the alert closes.
     group.run("account", "update", ACCOUNT, "--stdin", stdin=password + "\n")
@@ -249,11 +230,11 @@ def test_ldap_monitor_discovery_and_run_as_health_end_to_end(
         for r in group.json("health", "show", DC)), timeout=WAIT)  # fmt: skip
     group.run("state", "show", DIRECTORY, "--json")
     group.run("alert", "list", "--all", "--json")
-    _scan_processes([password, wrong])
+    scan_processes([password, wrong])
 
     agent.stop()
     server.stop()
-    forms = [e for c in (password, wrong) for e in _encodings(c)]
+    forms = [e for c in (password, wrong) for e in encodings(c)]
     for text in group.printed:
         for c in (password, wrong):
             assert c not in text, "the CLI printed a canary"

@@ -27,9 +27,7 @@ produced and everything the CLI printed.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -40,6 +38,7 @@ from typing import Any
 import asyncssh
 import pytest
 
+from support.canaries import encodings, scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 from support.peers import postgresql
 from support.peers.apache import Apache
@@ -212,24 +211,6 @@ def _workflow(group: Group, full_name: str, workflow: str) -> dict[str, Any] | N
     return None
 
 
-def _scan_processes(canaries: Sequence[str], skip: Sequence[int] = ()) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) in skip:
-            continue
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for canary in canaries:
-                assert canary.encode() not in data, f"/proc/{pid}/{name} holds a canary"
-
-
-def _encodings(secret: str) -> list[bytes]:
-    raw = secret.encode()
-    return [raw, base64.b64encode(raw), raw.hex().encode()]
-
-
 def _exercise(
     group: RecordingGroup,
     server: Server,
@@ -267,7 +248,7 @@ def _exercise(
                          timeout=WAIT)  # fmt: skip
         assert state["account"] == row.account, state
     assert not (set(_open_alerts(group, computer)) & {r.account for r in rows})
-    _scan_processes(canaries, skip_pids)
+    scan_processes(canaries, skip_pids)
 
     # 2. The wrong ones: each account's health turns to its failed state, with an alert.
     for row in rows:
@@ -306,7 +287,7 @@ def _exercise(
             wait_for(f"{monitor} critical for {row.account}", critical, timeout=WAIT)
         except AssertionError as err:
             raise AssertionError(f"{err}; the last state: {seen[0]}") from None
-    _scan_processes(canaries, skip_pids)
+    scan_processes(canaries, skip_pids)
 
     # 3. The right ones again: a successful check with the fixed credential, the alert closed.
     for row in rows:
@@ -328,7 +309,7 @@ def _exercise(
         mine = [a for a in closed if a.get("account") == row.account]
         assert mine, f"no alert was ever raised for {row.account}"
         assert all(a.get("closed_at") for a in mine), mine
-    _scan_processes(canaries, skip_pids)
+    scan_processes(canaries, skip_pids)
     for row in rows:
         group.run("state", "show", _object_name(cls, computer, row.key), "--json")
     group.run("health", "show", computer, "--json")
@@ -340,7 +321,7 @@ def _exercise(
     files = [p for p in group.root.rglob("*") if p.is_file()]
     assert any(p.name.startswith("agent-") for p in files)
     for canary in canaries:
-        for form in _encodings(canary):
+        for form in encodings(canary):
             assert form not in printed, "the CLI printed a canary"
             for path in files:
                 assert form not in path.read_bytes(), f"{path} holds a canary"

@@ -10,9 +10,7 @@ for in every process's command line and environment, and in every file runas pro
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support.canaries import encodings, scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 from support.peers.snmpd import Snmpd, start_snmpd
 
@@ -144,24 +143,6 @@ def _open_alerts(group: Group) -> list[dict[str, Any]]:
     return [a for a in alerts if ACCOUNT in json.dumps(a)]
 
 
-def _encodings(secret: str) -> list[bytes]:
-    raw = secret.encode()
-    return [raw, base64.b64encode(raw), raw.hex().encode()]
-
-
-def _scan_processes(canaries: list[str], peer: Snmpd) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) == peer.process.pid:
-            continue  # snmpd's own memory is its credential store, not runas's
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for canary in canaries:
-                assert canary.encode() not in data, f"/proc/{pid}/{name} holds a canary"
-
-
 def test_community_account_health_follows_the_device(
     group: Group, server: Server, agent: Agent, snmpd: Snmpd, communities: dict[str, str]
 ) -> None:
@@ -189,7 +170,7 @@ def test_community_account_health_follows_the_device(
         lambda: (m := _monitor(group)) is not None and m.get("state") == "critical" and m,
     )
     assert "community refused" in monitor["message"], monitor["message"]
-    _scan_processes(canaries, snmpd)
+    scan_processes(canaries, skip=[snmpd.process.pid])  # snmpd holds the v3 keys itself
     outputs += [json.dumps(alert), json.dumps(monitor), json.dumps(_health(group))]
 
     # The right community again: the next successful run closes the alert.
@@ -202,7 +183,7 @@ def test_community_account_health_follows_the_device(
         r["account"] == ACCOUNT and r["last_report"] == "ok"
         and r["last_report_secret_version"] == 3
         for r in group.json("health", "show", COMPUTER)), timeout=60)  # fmt: skip
-    _scan_processes(canaries, snmpd)
+    scan_processes(canaries, skip=[snmpd.process.pid])  # snmpd holds the v3 keys itself
     outputs += [
         group.run("state", "show", DEVICE, "--json"),
         group.run("alert", "list", "--all", "--json"),
@@ -211,7 +192,7 @@ def test_community_account_health_follows_the_device(
 
     agent.stop()
     server.stop()
-    forms = [e for c in canaries for e in _encodings(c)]
+    forms = [e for c in canaries for e in encodings(c)]
     for text in outputs:
         for e in forms:
             assert e not in text.encode(), "a state or alert output holds a canary"

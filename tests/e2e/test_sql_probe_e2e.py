@@ -11,9 +11,7 @@ in any file the test produced, or in what the CLI printed.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from support.canaries import encodings, scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 from support.peers import postgresql
 from support.peers.postgresql import ScramPostgres
@@ -155,24 +154,6 @@ def _open_alerts(group: Group) -> list[dict[str, Any]]:
     ]
 
 
-def _encodings(secret: str) -> list[bytes]:
-    raw = secret.encode()
-    return [raw, base64.b64encode(raw), raw.hex().encode()]
-
-
-def _scan_processes(canaries: list[str]) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for canary in canaries:
-                assert canary.encode() not in data, f"/proc/{pid}/{name} holds a canary"
-
-
 def test_sql_probe_on_a_real_agent_and_postgresql(
     group: Group, agent: Agent, server: Server, canaries: dict[str, str]
 ) -> None:
@@ -193,7 +174,7 @@ def test_sql_probe_on_a_real_agent_and_postgresql(
     assert _open_alerts(group) == []
 
     # While it runs: no process shows a password on its command line or in its environment.
-    _scan_processes(list(canaries.values()))
+    scan_processes(list(canaries.values()))
 
     # A wrong password (a new secret version): logon failed, with an open alert.
     group.run("account", "update", ACCOUNT, "--stdin", stdin=canaries["wrong"] + "\n")
@@ -204,7 +185,7 @@ def test_sql_probe_on_a_real_agent_and_postgresql(
     printed.append(json.dumps(failed))
     assert failed is not None
     assert failed["state"] == "critical"
-    _scan_processes(list(canaries.values()))
+    scan_processes(list(canaries.values()))
 
     # The right one again: health ok, the alert closes.
     group.run("account", "update", ACCOUNT, "--stdin", stdin=canaries["right"] + "\n")
@@ -221,13 +202,13 @@ def test_sql_probe_on_a_real_agent_and_postgresql(
     assert ACCOUNT in closed
     printed.append(group.run("health", "show", COMPUTER, "--json"))
     printed.append(group.run("state", "show", OBJECT, "--json"))
-    _scan_processes(list(canaries.values()))
+    scan_processes(list(canaries.values()))
 
     # Afterwards: every file the test produced (logs, agent data, the database) and everything
     # the CLI printed.
     agent.stop()
     server.stop()
-    forms = [form for canary in canaries.values() for form in _encodings(canary)]
+    forms = [form for canary in canaries.values() for form in encodings(canary)]
     for path in group.root.rglob("*"):
         if path.is_file():
             data = path.read_bytes()

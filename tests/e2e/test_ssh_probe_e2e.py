@@ -13,9 +13,7 @@ everything runs, and afterwards in every file the test produced and in what the 
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from support.canaries import encodings, scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 from support.peers.sshd import Sshd, running_sshd
 
@@ -149,24 +148,6 @@ def _pending(group: Group, sshd: Sshd) -> list[dict[str, Any]]:
     return [r for r in rows if r["host"] == sshd.host and r["port"] == sshd.port]
 
 
-def _scan_processes(canaries: list[str]) -> None:
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for c in canaries:
-                assert c.encode() not in data, f"/proc/{pid}/{name} holds a canary"
-
-
-def _encodings(secret: str) -> list[bytes]:
-    raw = secret.encode()
-    return [raw, base64.b64encode(raw), raw.hex().encode()]
-
-
 def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
     group: Group, server: Server, agent: Agent, sshd: Sshd
 ) -> None:
@@ -194,7 +175,7 @@ def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
                    lambda: _state_is(group, MONITOR, "unknown", approve))  # fmt: skip
     assert sshd.fingerprint in json.dumps(row)
     assert f"password for {user.name}" not in sshd.log.read_text()
-    _scan_processes(canaries)
+    scan_processes(canaries)
 
     # 2. Approved by its fingerprint: the agents receive the key, the monitor runs.
     cli("ssh-host", "approve", f"{sshd.host}:{sshd.port}", "--fingerprint", sshd.fingerprint)
@@ -202,7 +183,7 @@ def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
     assert "/ is " in json.dumps(row)
     wait_for("the account's Run As health on the computer to be OK",
              lambda: _account_health(group) == "ok")  # fmt: skip
-    _scan_processes(canaries)
+    scan_processes(canaries)
 
     # 3. A wrong password: logon failed, with an alert.
     wrong = f"canary-wrong-{secrets.token_urlsafe(16)}"
@@ -211,7 +192,7 @@ def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
     wait_for("Run As health logon-failed", lambda: _account_health(group) == "logon-failed")
     alerts = wait_for("an open logon-failed alert", lambda: _open_alerts(group))
     assert any(a.get("status", "open") == "open" for a in alerts)
-    _scan_processes(canaries)
+    scan_processes(canaries)
 
     # 4. The right password again: health OK, the alert closes.
     cli("account", "update", ACCOUNT, "--stdin", stdin=user.password + "\n")
@@ -224,7 +205,7 @@ def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
         r["account"] == ACCOUNT and r["last_report"] == "ok"
         and r["last_report_secret_version"] == 3
         for r in group.json("health", "show", COMPUTER)), timeout=60)  # fmt: skip
-    _scan_processes(canaries)
+    scan_processes(canaries)
 
     # What the CLI printed (states, alerts, health), then every file, once the processes stop.
     printed.append(group.run("state", "show", TARGET, "--json"))
@@ -240,5 +221,5 @@ def test_ssh_monitor_host_key_approval_and_run_as_health_end_to_end(
     for path in files:
         data = path.read_bytes()
         for c in canaries:
-            for form in _encodings(c):
+            for form in encodings(c):
                 assert form not in data, f"{path} holds a canary"
