@@ -188,3 +188,35 @@ def test_deliveries_note_the_agents_contact_from_what_the_build_read(
         )
     writer.record(replace(built("n1"), seen=(now, "10.0.0.1", 1)), "n1", "10.0.0.1")
     assert seen("n1") == (True, "10.0.0.1", 99)
+
+
+def test_a_lone_delivery_is_written_at_once_and_a_flowing_roll_out_fills_its_batches(
+    runtime: Runtime,
+) -> None:
+    writer = DeliveryWriter(runtime, max_batch=3, linger_s=2.0)
+    started = time.monotonic()
+    writer.record(built("lone"), "lone", "10.0.0.1")
+    assert time.monotonic() - started < 1.0  # not held for the linger
+    assert writer.batches == 1
+
+    # Right after a commit deliveries are flowing: the next writer waits for its batch to
+    # fill (max_batch 3) instead of committing one delivery alone, and goes as soon as it is
+    # full rather than at the end of the linger.
+    threads = [
+        threading.Thread(target=writer.record, args=(built(n), n, "10.0.0.2"))
+        for n in ("b1", "b2", "b3")
+    ]
+    started = time.monotonic()
+    threads[0].start()
+    until(lambda: writer._writing)
+    time.sleep(0.02)
+    assert writer.batches == 1  # b1 waits for company
+    for t in threads[1:]:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert time.monotonic() - started < 1.5
+    assert (writer.batches, writer.written) == (2, 4)
+    actors = [u[0] for u in secret_uses(runtime)]
+    assert actors[0] == "agent:lone"
+    assert sorted(actors[1:]) == ["agent:b1", "agent:b2", "agent:b3"]

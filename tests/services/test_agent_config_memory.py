@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import event, select
 
+from runas import errors as agents_errors
 from runas.backend.local import LocalBackend
 from runas.crypto.sealing import open_bundle
 from runas.domain.accounts import DistributionMode
@@ -268,3 +269,124 @@ def test_approvals_per_computer_whether_read_at_once_or_one_by_one(
     world.backend.distribution_set("sqlmon", DistributionMode.MORE_SECURE, [B], None, None)
     assert world.secrets_of(world.build(A)) == {}
     assert world.secrets_of(world.build(B)) == {(world.account_id, 1): {"password": FIRST}}
+
+
+# -- built from memory alone -------------------------------------------------------------------
+
+
+def serial_of(world: World, agent_id: str) -> str:
+    with world.runtime.unit_of_work(read_only=True) as uow:
+        row = uow.session.get(AgentRow, agent_id)
+        assert row is not None
+        assert row.cert_serial is not None
+        return row.cert_serial
+
+
+def check(row: AgentRow | None) -> AgentRow:
+    assert row is not None
+    return row
+
+
+def build_for(world: World, agent_id: str, serial: str) -> BuiltConfig:
+    with world.runtime.unit_of_work(read_only=True) as uow:
+        return agent_config.build_for(
+            uow, agent_id, serial, check=check, memory=world.memory, plaintexts=world.plaintexts
+        )
+
+
+def statements(world: World) -> list[str]:
+    """Every SQL statement the runtime's engine executes from now on."""
+    seen: list[str] = []
+
+    def note(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(world.runtime.database.engine, "before_cursor_execute", note)
+    return seen
+
+
+def without_bundle(built: BuiltConfig) -> dict[str, Any]:
+    doc = json.loads(built.body)
+    doc.pop("bundle")  # sealed to a fresh ephemeral key every time
+    return dict(doc)
+
+
+@pytest.mark.parametrize("bulk_after", [0, 1])
+def test_once_the_view_holds_everything_a_configuration_is_built_without_the_database(
+    world: World, monkeypatch: pytest.MonkeyPatch, bulk_after: int
+) -> None:
+    from runas.services import resolution_memory
+
+    monkeypatch.setattr(resolution_memory, "BULK_AFTER", bulk_after)
+    serial_a, serial_b = serial_of(world, A), serial_of(world, B)
+    in_transaction = build_for(world, A, serial_a)
+    epoch = in_transaction.epoch
+    sql = statements(world)
+    if bulk_after:
+        # one computer answered one at a time: the agents and objects are not read yet
+        assert agent_config.build_known(world.memory, epoch, B, serial_b, world.plaintexts) is None
+        build_for(world, B, serial_b)  # the second reads them all
+    sql.clear()
+    from_memory = agent_config.build_known(world.memory, epoch, A, serial_a, world.plaintexts)
+    assert from_memory is not None
+    assert sql == []
+    # the same configuration as in a transaction, its bundle sealed to the agent
+    assert without_bundle(from_memory) == without_bundle(in_transaction)
+    assert world.secrets_of(from_memory) == {(world.account_id, 1): {"password": FIRST}}
+    assert from_memory.uses == in_transaction.uses
+    assert from_memory.seen is not None
+
+
+def test_memory_alone_never_answers_when_it_cannot_be_sure(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runas.services import resolution_memory
+
+    monkeypatch.setattr(resolution_memory, "BULK_AFTER", 0)
+    serial_a = serial_of(world, A)
+    epoch = build_for(world, A, serial_a).epoch
+    plaintexts = world.plaintexts
+    assert agent_config.build_known(world.memory, epoch, A, serial_a, plaintexts) is not None
+    # another certificate than the one the view knows (a renewed one): the database decides
+    assert agent_config.build_known(world.memory, epoch, A, "f00d", plaintexts) is None
+    # an epoch the view is not at
+    assert agent_config.build_known(world.memory, epoch + 1, A, serial_a, plaintexts) is None
+    # no such agent
+    assert agent_config.build_known(world.memory, epoch, "x.contoso.com", "1", plaintexts) is None
+    # the secret is not in memory (its time was up): it must be decrypted in a transaction
+    plaintexts.clear()
+    assert agent_config.build_known(world.memory, epoch, A, serial_a, plaintexts) is None
+    build_for(world, A, serial_a)
+    assert agent_config.build_known(world.memory, epoch, A, serial_a, plaintexts) is not None
+    # removed: a new epoch, and the view of it does not know the agent
+    with world.runtime.unit_of_work() as uow:
+        agents.remove(uow, A)
+    with world.runtime.unit_of_work(read_only=True) as uow:
+        view = world.memory.view(uow.session)
+        assert view.epoch > epoch
+        assert view.agent(uow.session, A) is None
+    assert agent_config.build_known(world.memory, view.epoch, A, serial_a, plaintexts) is None
+
+
+def test_a_certificate_the_view_does_not_know_is_checked_against_the_agents_row(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runas.services import resolution_memory
+
+    monkeypatch.setattr(resolution_memory, "BULK_AFTER", 0)
+    serial_a = serial_of(world, A)
+    build_for(world, A, serial_a)
+    checked: list[str | None] = []
+
+    def refuse(row: AgentRow | None) -> AgentRow:
+        checked.append(row.cert_serial if row is not None else None)
+        raise agents_errors.AgentRemoved("no longer in this management group")
+
+    with (
+        world.runtime.unit_of_work(read_only=True) as uow,
+        pytest.raises(agents_errors.AgentRemoved),
+    ):
+        agent_config.build_for(
+            uow, A, "f00d", check=refuse, memory=world.memory, plaintexts=world.plaintexts
+        )
+    assert checked == [serial_a]  # the row itself was read and checked

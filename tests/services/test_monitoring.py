@@ -695,7 +695,9 @@ def test_a_sweep_writes_only_the_computers_whose_health_changes(
     assert world.health()["sql-a"].missing_since is not None
 
 
-def test_a_sweep_slows_down_while_configurations_are_delivered(world: World) -> None:
+def test_a_sweep_slows_down_while_configurations_are_delivered(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     account_id = world.account("sql-a")
     world.associate("sql-a")
     with world.runtime.unit_of_work() as uow:
@@ -723,6 +725,21 @@ def test_a_sweep_slows_down_while_configurations_are_delivered(world: World) -> 
             rests.append(seconds)
 
     sweeper._stop = Stop()  # type: ignore[assignment]
+    # each computer takes 0.1 s (a fake clock): at 5 % duty, a rest of 1.9 s after each
+    clock = [1000.0]
+    monkeypatch.setattr(run_as_health.time, "monotonic", lambda: clock[0])
+    evaluate = sweeper._evaluate
+
+    def slow_evaluate(computer: str) -> None:
+        evaluate(computer)
+        clock[0] += 0.1
+
+    monkeypatch.setattr(sweeper, "_evaluate", slow_evaluate)
     assert sweeper.run_once() == 3
-    # one computer per step while a roll-out is under way, then at full speed
-    assert rests == [0.25, 0.25]
+    # while a roll-out is under way: at least one step before the first computer, then
+    # at most YIELD_DUTY of the time; then at full speed
+    assert rests[0] == 0.25
+    assert rests[1] == pytest.approx(
+        0.1 * (1 - run_as_health.YIELD_DUTY) / run_as_health.YIELD_DUTY
+    )
+    assert len(rests) == 2

@@ -162,16 +162,29 @@ def create_agent_app(
 
     def build(caller: AgentCaller) -> BuiltConfig:
         actor = f"agent:{caller.agent_id}"
-        # Built in a read-only transaction (no write lock), BUILDERS at a time; the secrets'
-        # uses and the agent's last contact are written after, grouped with other deliveries
-        # waiting at the same time (server/deliveries.py), and committed before anything is
-        # sent.
-        with (
-            builders,
-            runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow,
-        ):
-            row = caller.check(uow.session.get(AgentRow, caller.agent_id))
-            built = agent_config.build(uow, row, memory=memory, plaintexts=plaintexts)
+        # BUILDERS at a time. From memory when the epoch's view holds everything (the
+        # server's watcher vouches for the epoch, as for a 304); else in a read-only
+        # transaction (no write lock), which fills the view for the next agents. The
+        # secrets' uses and the agent's last contact are written after, grouped with other
+        # deliveries waiting at the same time (server/deliveries.py), and committed before
+        # anything is sent.
+        with builders:
+            epoch = epochs.known()
+            built = (
+                agent_config.build_known(memory, epoch, caller.agent_id, caller.serial, plaintexts)
+                if epoch is not None
+                else None
+            )
+            if built is None:
+                with runtime.unit_of_work(actor=actor, source=caller.source, read_only=True) as uow:
+                    built = agent_config.build_for(
+                        uow,
+                        caller.agent_id,
+                        caller.serial,
+                        check=caller.check,
+                        memory=memory,
+                        plaintexts=plaintexts,
+                    )
         deliveries.record(built, caller.agent_id, caller.source)
         return built
 

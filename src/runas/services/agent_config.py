@@ -18,20 +18,22 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from runas.crypto.sealing import Bundle, BundleEntry, seal_bundle
 from runas.domain.classes import ClassHierarchy
+from runas.domain.model import ObjectRecord
 from runas.domain.resolution import Outcome, resolve_workflow
 from runas.runtime import UnitOfWork
-from runas.services import accounts, convert, explain
-from runas.services.resolution_memory import ResolutionMemory
+from runas.services import accounts, explain
+from runas.services.resolution_memory import EpochView, NeedsDatabase, ResolutionMemory
 from runas.services.secret_memory import PlaintextMemory
-from runas.storage.tables import AgentRow, ObjectRow
+from runas.storage.tables import AgentRow
 
 
 @dataclass(frozen=True)
@@ -64,16 +66,32 @@ def _schedule(raw: dict[str, Any] | None) -> dict[str, float] | None:
     }
 
 
-def _properties(h: ClassHierarchy, row: ObjectRow) -> dict[str, Any]:
+def _properties(h: ClassHierarchy, record: ObjectRecord) -> dict[str, Any]:
     """The object's properties with its key properties by name (``{instance}`` in a probe's
     arguments): what discovery said about it, nothing secret."""
-    keys = dict(zip(h.key_properties(row.class_id), row.key_values, strict=False))
-    return {**dict(row.properties or {}), **keys}
+    keys = dict(zip(h.key_properties(record.class_id), record.key, strict=False))
+    return {**dict(record.properties or {}), **keys}
+
+
+class AgentKeys(Protocol):
+    """What a configuration needs of an agent: an :class:`~runas.storage.tables.AgentRow`
+    or the :class:`~runas.services.resolution_memory.AgentSnapshot` a view holds."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def hpke_public_key(self) -> bytes: ...
+    @property
+    def last_seen_at(self) -> datetime | None: ...
+    @property
+    def last_seen_from(self) -> str | None: ...
+    @property
+    def last_epoch(self) -> int | None: ...
 
 
 def build(
     uow: UnitOfWork,
-    agent: AgentRow,
+    agent: AgentKeys,
     *,
     memory: ResolutionMemory,
     plaintexts: PlaintextMemory | None = None,
@@ -87,25 +105,83 @@ def build(
     secrets it carries: decrypted once per epoch for every agent when ``plaintexts`` is
     given (:mod:`runas.services.secret_memory`), each use still audited per agent."""
     s = uow.session
-    view = memory.view(s)
+
+    def decrypt(account_id: int, version: int) -> dict[str, str]:
+        return accounts.decrypt_unaudited(uow, account_id, version)
+
+    return _build(memory.view(s), s, agent, plaintexts, decrypt)
+
+
+def build_for(
+    uow: UnitOfWork,
+    agent_id: str,
+    serial: str,
+    *,
+    check: Callable[[AgentRow | None], AgentRow],
+    memory: ResolutionMemory,
+    plaintexts: PlaintextMemory | None = None,
+) -> BuiltConfig:
+    """:func:`build` for the agent ``agent_id`` presenting the certificate ``serial``: the
+    agent as the epoch's view knows it (read with the view's other agents, see
+    :class:`EpochView`) when that is approved with this certificate, else its row as
+    ``check`` passes it (``check`` raises for a removed or unapproved agent; a renewed
+    certificate, which does not bump the epoch, is found in the row)."""
+    s = uow.session
+    known = memory.view(s).agent(s, agent_id)
+    agent: AgentKeys
+    if known is not None and known.status == "approved" and known.cert_serial == serial:
+        agent = known
+    else:
+        agent = check(s.get(AgentRow, agent_id))
+    return build(uow, agent, memory=memory, plaintexts=plaintexts)
+
+
+def build_known(
+    memory: ResolutionMemory,
+    epoch: int,
+    agent_id: str,
+    serial: str,
+    plaintexts: PlaintextMemory,
+) -> BuiltConfig | None:
+    """The configuration of the agent ``agent_id`` presenting the certificate ``serial``,
+    built from memory alone at ``epoch`` (which the caller vouches for), or None when
+    something must be read — the view is not at that epoch or does not hold everything yet,
+    a secret is not in ``plaintexts``, or the agent's row as the view knows it does not
+    match the certificate (then the database decides): the caller calls :func:`build`."""
+    view = memory.view_if_current(epoch)
+    if view is None:
+        return None
+    try:
+        agent = view.agent(None, agent_id)
+        if agent is None or agent.status != "approved" or agent.cert_serial != serial:
+            return None
+        return _build(view, None, agent, plaintexts, None)
+    except NeedsDatabase:
+        return None
+
+
+def _build(
+    view: EpochView,
+    s: Session | None,
+    agent: AgentKeys,
+    plaintexts: PlaintextMemory | None,
+    decrypt: Callable[[int, int], dict[str, str]] | None,
+) -> BuiltConfig:
+    """:func:`build` given the epoch's view; ``s`` None (and ``decrypt`` None): from memory,
+    raising :class:`NeedsDatabase` for anything the view or ``plaintexts`` lacks."""
     epoch = view.epoch
-    objects = list(
-        s.scalars(
-            select(ObjectRow).where(ObjectRow.computer_name == agent.id).order_by(ObjectRow.id)
-        )
-    )
+    objects = view.objects_of(s, agent.id)
     workflows: list[dict[str, Any]] = []
     entries: list[BundleEntry] = []
     uses: list[tuple[int, int, tuple[str, ...], str]] = []
     if objects:
-        computer_row = next((o for o in objects if o.host_id is None), None)
-        cat = view.catalog_for(s, agent.id, computer_row=computer_row)
+        computer = next((o for o in objects if o.host_id is None), None)
+        cat = view.catalog_for(s, agent.id, computer_record=computer)
         h = cat.hierarchy
         runs_as: dict[int, int] = {}  # account id -> secret version, for the bundle
         task_accounts: set[int] = set()
         planned = []
-        for o in objects:
-            record = convert.object_record(o)
+        for record in objects:
             for w in view.applicable(record.class_id):
                 res = resolve_workflow(w, record, cat)
                 own = res.outcome is Outcome.ACCOUNT and res.account is not None
@@ -118,7 +194,7 @@ def build(
                     if own and res.runs and res.account is not None:
                         task_accounts.add(res.account.id)
                     continue
-                planned.append((o, w, res, own))
+                planned.append((record, w, res, own))
         acc_rows = view.accounts_public(
             s,
             {r.account.id for _, _, r, own in planned if own and r.account} | task_accounts,
@@ -151,7 +227,7 @@ def build(
             )
         for account_id, version in sorted(runs_as.items()):
             # Recorded by record_delivery before the configuration leaves the server.
-            fields = _secret_fields(uow, epoch, account_id, version, plaintexts)
+            fields = _secret_fields(epoch, account_id, version, plaintexts, decrypt)
             entries.append(BundleEntry(account_id, version, acc_rows[account_id].type, fields))
             uses.append((account_id, version, tuple(sorted(fields)), acc_rows[account_id].name))
     bundle = Bundle(agent.id, epoch, tuple(entries))
@@ -179,18 +255,20 @@ def build(
 
 
 def _secret_fields(
-    uow: UnitOfWork,
     epoch: int,
     account_id: int,
     version: int,
     plaintexts: PlaintextMemory | None,
+    decrypt: Callable[[int, int], dict[str, str]] | None,
 ) -> dict[str, str]:
-    def decrypt() -> dict[str, str]:
-        return accounts.decrypt_unaudited(uow, account_id, version)
+    def read() -> dict[str, str]:
+        if decrypt is None:  # built from memory: the database must decrypt it
+            raise NeedsDatabase
+        return decrypt(account_id, version)
 
     if plaintexts is None:
-        return decrypt()
-    return plaintexts.fields(epoch, account_id, version, decrypt)
+        return read()
+    return plaintexts.fields(epoch, account_id, version, read)
 
 
 def record_delivery(uow: UnitOfWork, built: BuiltConfig) -> None:

@@ -15,6 +15,15 @@ and says None otherwise; :meth:`ResolutionMemory.explain` then answers in a tran
 reading what is missing and keeping it for the next question. Both produce exactly what
 :func:`runas.services.explain.explain` produces: the resolution is the same pure function
 over the same data (``tests/services/test_resolution_memory.py`` compares them).
+
+Configuration deliveries use the same view, and more of it: after a change every agent asks
+for its configuration at the new epoch, so once a view has answered :data:`BULK_AFTER`
+computers one at a time it reads the agents (their keys, certificate serial and status) and
+every computer's objects in one query each (up to :data:`MAX_AGENTS` and
+:data:`MAX_OBJECTS`; past that it keeps asking per computer). From then on a configuration
+is built from memory alone (``session`` None): a view method that would have to read raises
+:class:`NeedsDatabase`, and the caller builds in a transaction instead, which fills what was
+missing.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import dataclasses
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -34,7 +44,7 @@ from runas.errors import InvalidInput, NotFound
 from runas.services import catalog as catalog_loader
 from runas.services import convert, lookup, ssh_hosts
 from runas.services.explain import ExplainView, applicable, to_view
-from runas.storage.tables import AccountRow, DistributionRow, ObjectRow, WorkflowRow
+from runas.storage.tables import AccountRow, AgentRow, DistributionRow, ObjectRow, WorkflowRow
 
 #: objects and computers one view remembers; past that it forgets them all (the next
 #: questions read them again): memory stays bounded in a management group of any size
@@ -43,6 +53,50 @@ MAX_COMPUTERS = 20_000
 #: approvals (account, computer) of the associated accounts a view reads in one go; a
 #: management group with more is asked per computer instead
 MAX_APPROVALS = 200_000
+#: agents a view reads in one go; a management group with more reads each agent's row
+MAX_AGENTS = 100_000
+#: computers a view reads one at a time before it reads all agents and objects at once (a
+#: change that only a few agents ask about does not pay for reading them all)
+BULK_AFTER = 16
+
+
+class NeedsDatabase(Exception):
+    """Raised by a view asked without a session (``session`` None) for something it does not
+    hold yet. A control-flow signal between this module and its callers, never shown to
+    anyone: the caller answers in a transaction instead."""
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """What a configuration needs of an agent's row, as of the view's epoch (approval,
+    rejection, removal and new keys all bump the epoch; a renewed certificate does not, so a
+    serial that does not match is checked against the database)."""
+
+    id: str
+    status: str
+    cert_serial: str | None
+    hpke_public_key: bytes
+    last_seen_at: datetime | None
+    last_seen_from: str | None
+    last_epoch: int | None
+
+    @classmethod
+    def of(cls, row: AgentRow) -> AgentSnapshot:
+        return cls(
+            row.id,
+            row.status,
+            row.cert_serial,
+            bytes(row.hpke_public_key),
+            row.last_seen_at,
+            row.last_seen_from,
+            row.last_epoch,
+        )
+
+
+def _need(session: Session | None) -> Session:
+    if session is None:
+        raise NeedsDatabase
+    return session
 
 
 @dataclass(frozen=True)
@@ -78,12 +132,90 @@ class EpochView:
     #: to hold, read per computer)
     _approvals: dict[str, frozenset[int]] | bool | None = None
     _applicable: dict[str, tuple[WorkflowDef, ...]] = field(default_factory=dict)
+    #: every agent (None: not read yet; False: too many, read one at a time)
+    _agents: dict[str, AgentSnapshot] | bool | None = None
+    #: every computer's objects by id (None: not read yet; False: too many to hold)
+    _by_computer: dict[str, tuple[ObjectRecord, ...]] | bool | None = None
+    #: computers answered one at a time so far (see BULK_AFTER)
+    _single_reads: int = 0
+
+    def _bulk_due(self) -> bool:
+        self._single_reads += 1
+        return self._single_reads > BULK_AFTER
+
+    def agent(self, session: Session | None, agent_id: str) -> AgentSnapshot | None:
+        """The agent's row as of this view's epoch (None: no such agent)."""
+        known = self._agents
+        if isinstance(known, dict):
+            return known.get(agent_id)
+        s = _need(session)
+        if known is None and self._bulk_due():
+            # columns, not ORM objects: this is every agent of the group
+            rows = s.execute(
+                select(
+                    AgentRow.id,
+                    AgentRow.status,
+                    AgentRow.cert_serial,
+                    AgentRow.hpke_public_key,
+                    AgentRow.last_seen_at,
+                    AgentRow.last_seen_from,
+                    AgentRow.last_epoch,
+                ).limit(MAX_AGENTS + 1)
+            ).all()
+            if len(rows) <= MAX_AGENTS:
+                table = {r[0]: AgentSnapshot(r[0], r[1], r[2], bytes(r[3]), *r[4:]) for r in rows}
+                self._agents = table
+                return table.get(agent_id)
+            self._agents = False
+        row = s.get(AgentRow, agent_id)
+        return AgentSnapshot.of(row) if row is not None else None
+
+    def objects_of(self, session: Session | None, computer: str) -> tuple[ObjectRecord, ...]:
+        """The objects hosted by ``computer`` (itself included), by id."""
+        known = self._by_computer
+        if isinstance(known, dict):
+            return known.get(computer, ())
+        s = _need(session)
+        if known is None and self._bulk_due():
+            # columns, not ORM objects: this is every object of the group
+            rows = s.execute(
+                select(
+                    ObjectRow.id,
+                    ObjectRow.class_id,
+                    ObjectRow.full_name,
+                    ObjectRow.key_values,
+                    ObjectRow.properties,
+                    ObjectRow.host_id,
+                    ObjectRow.computer_name,
+                )
+                .order_by(ObjectRow.id)
+                .limit(MAX_OBJECTS + 1)
+            ).all()
+            if len(rows) <= MAX_OBJECTS:
+                grouped: dict[str, list[ObjectRecord]] = {}
+                for oid, class_id, full_name, key, props, host_id, name in rows:
+                    grouped.setdefault(name, []).append(
+                        ObjectRecord(
+                            oid, class_id, full_name, tuple(key), dict(props), host_id, name
+                        )
+                    )
+                table = {name: tuple(records) for name, records in grouped.items()}
+                self._by_computer = table
+                return table.get(computer, ())
+            self._by_computer = False
+        return tuple(
+            convert.object_record(r)
+            for r in s.scalars(
+                select(ObjectRow).where(ObjectRow.computer_name == computer).order_by(ObjectRow.id)
+            )
+        )
 
     def _account_base(
-        self, session: Session
+        self, session: Session | None
     ) -> tuple[dict[int, AccountInfo], dict[int, AccountPublic]]:
         found = self._accounts
         if found is None:
+            session = _need(session)
             rows = (
                 list(session.scalars(select(AccountRow).where(AccountRow.id.in_(self.account_ids))))
                 if self.account_ids
@@ -101,7 +233,9 @@ class EpochView:
             self._accounts = found
         return found
 
-    def accounts_public(self, session: Session, ids: Iterable[int]) -> dict[int, AccountPublic]:
+    def accounts_public(
+        self, session: Session | None, ids: Iterable[int]
+    ) -> dict[int, AccountPublic]:
         """The accounts ``ids`` as a configuration shows them (associated accounts are read
         once per view; any other is read now)."""
         known = self._account_base(session)[1]
@@ -109,24 +243,28 @@ class EpochView:
         out = {i: known[i] for i in wanted if i in known}
         missing = sorted(wanted - set(out))
         if missing:
-            for r in session.scalars(select(AccountRow).where(AccountRow.id.in_(missing))):
+            for r in _need(session).scalars(select(AccountRow).where(AccountRow.id.in_(missing))):
                 out[r.id] = AccountPublic(
                     r.id, r.name, r.type, r.current_version, dict(r.public_fields)
                 )
         return out
 
-    def _approved_on(self, session: Session, computer: str) -> frozenset[int]:
+    def _approved_on(self, session: Session | None, computer: str) -> frozenset[int]:
         """The associated accounts approved on ``computer`` (more-secure distribution): all
         approvals are read once per view when there are at most :data:`MAX_APPROVALS`."""
         if not self.account_ids:
             return frozenset()
         known = self._approvals
         if known is None:
-            rows = session.execute(
-                select(DistributionRow.computer_name, DistributionRow.account_id)
-                .where(DistributionRow.account_id.in_(self.account_ids))
-                .limit(MAX_APPROVALS + 1)
-            ).all()
+            rows = (
+                _need(session)
+                .execute(
+                    select(DistributionRow.computer_name, DistributionRow.account_id)
+                    .where(DistributionRow.account_id.in_(self.account_ids))
+                    .limit(MAX_APPROVALS + 1)
+                )
+                .all()
+            )
             if len(rows) > MAX_APPROVALS:
                 known = False
             else:
@@ -139,7 +277,7 @@ class EpochView:
             assert isinstance(known, dict)
             return known.get(computer, frozenset())
         return frozenset(
-            session.scalars(
+            _need(session).scalars(
                 select(DistributionRow.account_id).where(
                     DistributionRow.computer_name == computer,
                     DistributionRow.account_id.in_(self.account_ids),
@@ -147,11 +285,11 @@ class EpochView:
             )
         )
 
-    def known_hosts(self, session: Session) -> list[str]:
+    def known_hosts(self, session: Session | None) -> list[str]:
         """The trusted SSH host keys as known_hosts lines (every agent receives them)."""
         found = self._known_hosts
         if found is None:
-            found = tuple(ssh_hosts.known_hosts(session))
+            found = tuple(ssh_hosts.known_hosts(_need(session)))
             self._known_hosts = found
         return list(found)
 
@@ -169,22 +307,31 @@ class EpochView:
         return found
 
     def catalog_for(
-        self, session: Session, computer: str, *, computer_row: ObjectRow | None = None
+        self,
+        session: Session | None,
+        computer: str,
+        *,
+        computer_record: ObjectRecord | None = None,
     ) -> Catalog:
         """The catalog for objects of ``computer``: the view's content and accounts with the
-        approvals of this one computer. ``computer_row``: its computer object, when the caller
-        has just read it (saves reading it again)."""
+        approvals of this one computer. ``computer_record``: its computer object, when the
+        caller has just read it (saves reading it again)."""
         found = self.catalogs.get(computer)
         if found is not None:
             return found
-        row = computer_row
-        if row is None:
-            row = session.scalars(
-                select(ObjectRow).where(
-                    ObjectRow.computer_name == computer, ObjectRow.host_id.is_(None)
+        record = computer_record
+        if record is None:
+            row = (
+                _need(session)
+                .scalars(
+                    select(ObjectRow).where(
+                        ObjectRow.computer_name == computer, ObjectRow.host_id.is_(None)
+                    )
                 )
-            ).first()
-        computers = {computer: convert.object_record(row)} if row is not None else {}
+                .first()
+            )
+            record = convert.object_record(row) if row is not None else None
+        computers = {computer: record} if record is not None else {}
         content = self.content
         base = self._account_base(session)[0]
         accounts = dict(base)
@@ -275,7 +422,8 @@ class ResolutionMemory:
         return _answer(view, obj, view.catalog_for(session, obj.computer), workflow, profile)
 
     def view_if_current(self, epoch: int) -> EpochView | None:
-        """The newest view if it is at ``epoch`` (for tests and metrics)."""
+        """The newest view if it is at ``epoch`` (the epoch a caller vouches for, as the
+        server's epoch watcher does; for tests and metrics)."""
         view = self._view
         return view if view is not None and view.epoch == epoch else None
 

@@ -466,8 +466,11 @@ SWEEP_DUTY = 0.5
 #: a sweep this short runs without resting
 SWEEP_UNPACED = 100
 #: while configurations are being delivered, a sweep evaluates one computer per this many
-#: seconds (it makes progress, but takes almost nothing from the roll-out)
+#: seconds (it makes progress, but takes almost nothing from the roll-out)...
 YIELD_STEP_S = 0.5
+#: ...and rests long enough to work at most this share of the time (evaluating a computer
+#: takes tens of milliseconds in a large group: one per 0.5 s was still a sixth of a core)
+YIELD_DUTY = 0.05
 
 
 class HealthSweeper:
@@ -555,13 +558,15 @@ class HealthSweeper:
         with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
             evaluate_computer(uow, computer, grace=self.grace, catalogs=self.catalogs)
 
-    def _yield(self) -> None:
+    def _yield(self, spent: float) -> None:
         """While configurations are being delivered (``yield_to``), one computer per
-        ``yield_step_s``: a credential change rolls out to every agent first and health
-        follows (a sweep that competed with the roll-out would slow both), yet a management
-        group that never stops changing still gets its health swept."""
+        ``yield_step_s`` at most, and at most :data:`YIELD_DUTY` of the time (``spent``: how
+        long the last computer took): a credential change rolls out to every agent first and
+        health follows (a sweep that competed with the roll-out would slow both), yet a
+        management group that never stops changing still gets its health swept."""
         if self.yield_to is not None and self.yield_to():
-            self._stop.wait(self.yield_step_s)
+            rest = spent * (1 - YIELD_DUTY) / YIELD_DUTY
+            self._stop.wait(max(self.yield_step_s, rest))
 
     def run_once(self) -> int:
         """One sweep: returns how many computers were evaluated without error."""
@@ -576,10 +581,11 @@ class HealthSweeper:
         else:
             computers = [c for c in computers if c in waiting or self._evaluated_at.get(c) != epoch]
         done = 0
+        spent = 0.0
         for index, computer in enumerate(computers):
             if self._stop.is_set():
                 break
-            self._yield()
+            self._yield(spent)
             began = time.monotonic()
             try:
                 self._evaluate(computer)
@@ -589,8 +595,8 @@ class HealthSweeper:
                 _log.exception(
                     "runas_health.evaluate_failed", extra={"fields": {"computer": computer}}
                 )
+            spent = time.monotonic() - began
             if index >= self.unpaced and self.duty < 1:
-                spent = time.monotonic() - began
                 self._stop.wait(spent * (1 - self.duty) / self.duty)
         with self.runtime.unit_of_work(actor=SYSTEM_ACTOR, source=SOURCE) as uow:
             monitoring.prune_reports(uow.session, uow.now)
