@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
+from typing import Any
 
 from cryptography import x509
+from fastapi.testclient import TestClient
 
 from runas.domain.roles import Role
+from runas.server.agent_app import create_agent_app
+from runas.server.epochs import EpochWatcher
+from runas.server.metrics import Metrics
+from runas.server.settings import ServerSettings
 from runas.services import agents
 from runas.services.audit import list_records
+from runas.services.resolution_memory import ResolutionMemory
 from server.conftest import NO_ROLE, Served
 from support.enrolling import FakeAgent
 
@@ -152,3 +159,37 @@ def test_the_agent_ca_is_made_on_first_use(served: Served) -> None:
     with served.runtime.unit_of_work(read_only=True) as uow:
         made = list_records(uow.session, action="agent:ca-create")
     assert [r.actor for r in made] == [Role.READ_ONLY_ADMINISTRATOR.value]
+
+
+def test_the_agent_listener_limits_new_enrolment_requests_with_a_problem(served: Served) -> None:
+    app = create_agent_app(
+        served.runtime,
+        ServerSettings(enrol_per_source=2, max_pending_enrolments=100),
+        epochs=EpochWatcher(served.runtime.database),
+        metrics=Metrics(),
+        memory=ResolutionMemory(),
+    )
+    with TestClient(app, raise_server_exceptions=False) as listener:
+
+        def ask(agent: FakeAgent) -> Any:
+            req = agent.request()
+            body = req.model_dump(mode="json") | {"token": None}
+            return listener.post("/agent/v1/enrol", json=body)
+
+        first, second = FakeAgent("a1.contoso.com"), FakeAgent("a2.contoso.com")
+        assert ask(first).json()["status"] == "pending"
+        assert ask(second).json()["status"] == "pending"
+        refused = ask(FakeAgent("a3.contoso.com"))
+        assert refused.status_code == 429
+        assert refused.headers["content-type"] == PROBLEM
+        assert int(refused.headers["Retry-After"]) > 500  # the 10-minute window
+        problem = refused.json()
+        assert problem["type"] == "urn:runas:problem:too-many-requests"
+        assert "too many new enrolment requests" in problem["detail"]
+        assert "\n" not in problem["detail"]
+        assert "Traceback" not in refused.text
+        # the first agents asking again are answered as before
+        assert ask(first).json()["status"] == "pending"
+    with served.runtime.unit_of_work(read_only=True) as uow:
+        pending = agents.list_agents(uow.session, "pending")
+    assert sorted(a.id for a in pending) == ["a1.contoso.com", "a2.contoso.com"]

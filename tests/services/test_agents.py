@@ -489,3 +489,57 @@ def test_a_management_server_does_not_take_over_an_agents_name(rt: Runtime) -> N
     enrol(rt, FakeAgent("mgmt2"))
     with pytest.raises(Conflict, match="ordinary agent"):
         register(rt, FakeAgent("mgmt2"))
+
+
+# -- enrolment limits --------------------------------------------------------------------------
+
+
+def enrol_from(
+    rt: Runtime, agent: FakeAgent, source: str, limits: agents.EnrolLimits, token: str | None = None
+) -> agents.EnrolAnswer:
+    with unit(rt, source=source, actor="system:agent-listener") as uow:
+        return agents.enrol(uow, agent.request(token), limits=limits)
+
+
+def agent_ids(rt: Runtime) -> list[str]:
+    with rt.unit_of_work(read_only=True) as uow:
+        return sorted(uow.session.scalars(select(AgentRow.id)))
+
+
+def test_new_enrolment_requests_are_limited_per_source_and_in_total(
+    rt: Runtime, clock: Clock
+) -> None:
+    limits = agents.EnrolLimits(per_source=3, window=timedelta(minutes=10), max_pending=5)
+    here = [FakeAgent(f"h{i}.contoso.com") for i in range(4)]
+    for agent in here[:3]:
+        assert enrol_from(rt, agent, HERE, limits).status == "pending"
+    clock.advance(timedelta(minutes=4))
+    with pytest.raises(agents.EnrolmentRateLimited) as refused:
+        enrol_from(rt, here[3], HERE, limits)
+    assert HERE in str(refused.value)
+    assert "enrolment token" in str(refused.value)
+    # until the oldest counted request leaves the window
+    assert refused.value.retry_after == 6 * 60
+    assert "h3.contoso.com" not in agent_ids(rt)  # nothing written
+    # an agent asking again is never refused, nor one that brings its token
+    assert enrol_from(rt, here[0], HERE, limits).status == "pending"
+    with unit(rt) as uow:
+        token = agents.create_enrolment_token(uow, "t.contoso.com").token
+    assert enrol_from(rt, FakeAgent("t.contoso.com"), HERE, limits, token).status == "approved"
+
+    # another address has its own allowance, up to the total of pending requests (5)
+    elsewhere = [FakeAgent(f"e{i}.contoso.com") for i in range(3)]
+    for agent in elsewhere[:2]:
+        assert enrol_from(rt, agent, "198.51.100.9", limits).status == "pending"
+    with pytest.raises(agents.EnrolmentRateLimited, match="5 enrolment requests are waiting"):
+        enrol_from(rt, elsewhere[2], "198.51.100.9", limits)
+    # deciding makes room
+    approve(rt, "h0.contoso.com")
+    assert enrol_from(rt, elsewhere[2], "198.51.100.9", limits).status == "pending"
+    # and time makes room for the first address again (once the total allows)
+    approve(rt, "h1.contoso.com")
+    clock.advance(timedelta(minutes=7))
+    assert enrol_from(rt, here[3], HERE, limits).status == "pending"
+    # the administrator's own tools pass no limits
+    with unit(rt, source=HERE) as uow:
+        assert agents.enrol(uow, FakeAgent("x.contoso.com").request(), limits=None)

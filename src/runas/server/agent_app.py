@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -139,6 +140,12 @@ def create_agent_app(
             pem = agents.group_ca(uow).certificate_pem()
         return Response(pem, media_type=PEM)
 
+    limits = agents.EnrolLimits(
+        per_source=settings.enrol_per_source,
+        window=timedelta(seconds=settings.enrol_window),
+        max_pending=settings.max_pending_enrolments,
+    )
+
     @app.post(f"{AGENT_PREFIX}/enrol", response_model=agents.EnrolAnswer)
     def enrol(
         request: Request, _: Annotated[None, public_rule()], req: agents.EnrolRequest
@@ -146,7 +153,7 @@ def create_agent_app(
         with runtime.unit_of_work(
             actor=f"agent:{req.agent_id}", source=client_source(request)
         ) as uow:
-            return agents.enrol(uow, req)
+            return agents.enrol(uow, req, limits=limits)
 
     configs: AgentConfigCache = app.state.configs
     deliveries = DeliveryWriter(runtime)

@@ -59,8 +59,16 @@ class ServerSettings(BaseSettings):
     credentials_grace: float = 300.0
     #: how long agents' events are kept before the full health sweep deletes them
     event_retention: float = 7 * 86400.0
+    # Enrolment (anyone reaching the agent listener may ask): new pending requests accepted
+    #: from one source address within ``enrol_window``
+    enrol_per_source: int = Field(default=50, ge=1)
+    enrol_window: float = 600.0
+    #: pending requests in the management group at most (approve or reject to make room)
+    max_pending_enrolments: int = Field(default=1000, ge=1)
 
-    @field_validator("health_interval", "credentials_grace", "event_retention", mode="before")
+    @field_validator(
+        "health_interval", "credentials_grace", "event_retention", "enrol_window", mode="before"
+    )
     @classmethod
     def _duration(cls, value: object) -> float:
         return parse_duration(value)

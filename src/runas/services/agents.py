@@ -19,6 +19,10 @@ certificate must be the group CA's, name an agent that still exists and is appro
 the serial the row holds — so a removed agent that enrolled again makes its old certificate
 worthless. There is no revocation list: the database is the list.
 
+Enrolment is the one write anybody who reaches the agent listener can make, so new pending
+requests are limited (:class:`EnrolLimits`): per source address within a window, and in total.
+An agent asking again, or bringing a valid token, is never refused by them.
+
 Enrolment tokens are shown once and stored as their SHA-256; neither they nor any key appear in
 an audit record. Approving, rejecting and removing bump the resolution epoch: what an agent is
 given depends on whether it is approved.
@@ -29,7 +33,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import math
 import secrets
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Literal
@@ -37,7 +43,7 @@ from typing import Literal
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import BaseModel, Field, SecretStr
-from sqlalchemy import Table, bindparam, delete, select, update
+from sqlalchemy import Table, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -53,7 +59,14 @@ from runas.crypto.ca import (
 )
 from runas.crypto.keyring import Keyring
 from runas.crypto.sealing import check_public_key
-from runas.errors import AgentNotApproved, AgentRemoved, Conflict, InvalidInput, NotFound
+from runas.errors import (
+    AgentNotApproved,
+    AgentRemoved,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+)
 from runas.runtime import UnitOfWork
 from runas.services import lookup
 from runas.services.audit import AuditAction, record
@@ -321,6 +334,60 @@ def _same_keys(row: AgentRow, hpke: bytes, tls_sha256: str) -> bool:
     return bytes(row.hpke_public_key) == hpke and row.tls_key_sha256 == tls_sha256
 
 
+@dataclass(frozen=True)
+class EnrolLimits:
+    """How many new pending enrolment requests the listener accepts (server settings
+    ``enrol_per_source``, ``enrol_window``, ``max_pending_enrolments``). A request for an
+    agent already enrolled (agents repeat theirs until approved) and one approved at once by
+    its token are never refused by them."""
+
+    #: new pending requests from one source address within ``window``
+    per_source: int = 50
+    window: timedelta = timedelta(minutes=10)
+    #: pending requests in the whole management group
+    max_pending: int = 1000
+
+
+class EnrolmentRateLimited(TooManyRequests):
+    """Too many new enrolment requests; ``retry_after`` seconds (sent as ``Retry-After``)."""
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _check_enrol_limits(uow: UnitOfWork, limits: EnrolLimits) -> None:
+    s = uow.session
+    source = uow.source[:128]
+    since = uow.now - limits.window
+    count, oldest = s.execute(
+        select(func.count(), func.min(AgentRow.enrolled_at)).where(
+            AgentRow.status == "pending",
+            AgentRow.enrolled_from == source,
+            AgentRow.enrolled_at > since,
+        )
+    ).one()
+    if count >= limits.per_source:
+        wait = (oldest + limits.window - uow.now).total_seconds() if oldest else 60.0
+        raise EnrolmentRateLimited(
+            f"too many new enrolment requests from {source or 'this address'}"
+            f" ({count} in {_minutes(limits.window)}); try again later or use an enrolment token",
+            retry_after=max(1, math.ceil(wait)),
+        )
+    pending = s.scalar(select(func.count()).where(AgentRow.status == "pending")) or 0
+    if pending >= limits.max_pending:
+        raise EnrolmentRateLimited(
+            f"{pending} enrolment requests are waiting for approval (at most"
+            f" {limits.max_pending}): approve or reject some first",
+            retry_after=60,
+        )
+
+
+def _minutes(window: timedelta) -> str:
+    minutes = window.total_seconds() / 60
+    return f"{minutes:g} minute{'s' if minutes != 1 else ''}"
+
+
 def hash_enrolment_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -407,9 +474,11 @@ def _renew_if_due(uow: UnitOfWork, row: AgentRow) -> None:
     )
 
 
-def enrol(uow: UnitOfWork, req: EnrolRequest) -> EnrolAnswer:
+def enrol(uow: UnitOfWork, req: EnrolRequest, *, limits: EnrolLimits | None = None) -> EnrolAnswer:
     """An agent asks to join, or asks again how its request stands (idempotent: agents repeat
-    it until approved). See the module docstring for the outcomes."""
+    it until approved). See the module docstring for the outcomes. A new request without a
+    usable token is refused (:class:`EnrolmentRateLimited`) past ``limits``: the agent
+    listener passes its settings; None (no limit) is for the administrator's own tools."""
     agent_id = check_agent_id(req.agent_id.strip()).lower()
     uow.actor = f"agent:{agent_id}"
     hpke = _hpke_key(req.hpke_public_key)
@@ -426,6 +495,8 @@ def enrol(uow: UnitOfWork, req: EnrolRequest) -> EnrolAnswer:
         return _enrol_again(uow, row, req)
 
     token, refusal = _usable_token(uow, req.token, agent_id)
+    if token is None and limits is not None:
+        _check_enrol_limits(uow, limits)
     row = AgentRow(
         id=agent_id,
         status="pending",
