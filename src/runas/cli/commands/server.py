@@ -9,8 +9,6 @@ import typer
 
 from runas.cli.state import state
 from runas.runtime import Runtime
-from runas.server.serve import configure_logging, detach_logging, serve
-from runas.server.settings import load_server_settings
 
 
 def _announce(line: str) -> None:
@@ -42,6 +40,10 @@ def server(
     """Serve the REST API until SIGTERM or Ctrl-C. Configure with the server table of
     runas.toml or RUNAS_* variables; create the first administrator with 'runas user add NAME
     --role administrator'."""
+    # Imported here: the web stack (FastAPI, uvicorn) costs every other command ~0.2 s to load.
+    from runas.server.serve import configure_logging, detach_logging, serve
+    from runas.server.settings import load_server_settings
+
     core = state(ctx).settings
     settings = load_server_settings(core, {"host": host, "port": port, "agent_port": agent_port})
     runtime = Runtime(core)
