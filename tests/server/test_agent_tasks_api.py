@@ -17,13 +17,11 @@ import yaml
 from pydantic import SecretStr
 from sqlalchemy import select
 from starlette.exceptions import StarletteDeprecationWarning
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runas.backend.local import LocalBackend
 from runas.crypto.sealing import open_once
 from runas.runtime import Runtime
 from runas.server.agent_app import agent_routes_rules, create_agent_app
-from runas.server.agent_listener import TLS_EXTENSION
 from runas.server.epochs import EpochWatcher
 from runas.server.metrics import Metrics
 from runas.server.settings import ServerSettings
@@ -33,6 +31,7 @@ from runas.services.resolution_memory import ResolutionMemory
 from runas.services.tasks import TaskStart
 from runas.settings import Settings
 from runas.storage.tables import AgentRow, TaskTargetRow
+from support.agent_asgi import CERT_HEADER, WithClientCertificate
 from support.enrolling import FakeAgent, der
 
 with warnings.catch_warnings():
@@ -52,24 +51,6 @@ workflows:
       count: {default: 2, overridable: true}
     probe: {type: command, config: {program: ping, args: ["-c", "{count}", "{name}"]}}
 """
-CERT_HEADER = "x-test-client-cert"
-
-
-class WithClientCertificate:
-    """Puts the certificate named by a test header where the TLS layer puts the real one."""
-
-    def __init__(self, app: ASGIApp, certificates: dict[str, bytes]) -> None:
-        self.app = app
-        self.certificates = certificates
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            headers = dict(scope["headers"])
-            name = headers.get(CERT_HEADER.encode())
-            if name is not None:
-                cert = self.certificates[name.decode()]
-                scope = {**scope, "extensions": {TLS_EXTENSION: {"client_cert_der": cert}}}
-        await self.app(scope, receive, send)
 
 
 @dataclass

@@ -174,6 +174,7 @@ def serve(
             # needed by a server that does not accept agents.
             from runas.server.agent_app import create_agent_app
             from runas.server.agent_listener import prepare_tls, ssl_options
+            from runas.server.unchanged_polls import UnchangedPolls
             from runas.services.run_as_health import HealthSweeper
 
             files = prepare_tls(
@@ -191,7 +192,18 @@ def serve(
             agent_sock = bind(settings.agent_host or settings.host, settings.agent_port)
             agent_server = _QuietServer(
                 # Agents keep their connection between polls (runas.agent.client.KEEPALIVE_S).
-                _uvicorn_config(agent_app, timeout_keep_alive=120, **ssl_options(files))
+                _uvicorn_config(
+                    # unchanged polls answered before the framework (server/unchanged_polls.py)
+                    UnchangedPolls(
+                        agent_app,
+                        identities=agent_app.state.identities,
+                        epochs=epochs,
+                        configs=agent_app.state.configs,
+                        metrics=app.state.metrics,
+                    ),
+                    timeout_keep_alive=120,
+                    **ssl_options(files),
+                )
             )
             sweeper = HealthSweeper(
                 runtime,
