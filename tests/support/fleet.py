@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support import forkcli
+
 CLI = [
     sys.executable,
     "-c",
@@ -48,6 +50,19 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str], stdin: str | None, timeout: float
+) -> forkcli.Done | subprocess.CompletedProcess[str]:
+    """``runas ARGS`` as a process of its own: forked from an interpreter that has imported
+    runas already (support/forkcli.py), or a fresh one with ``RUNAS_TEST_FORK_CLI=0``."""
+    if forkcli.enabled():
+        return forkcli.server(base_env()).run(args, env=env, stdin=stdin, timeout=timeout)
+    return subprocess.run(
+        [*CLI, *args], env=env, input=stdin, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+
+
 @dataclass
 class Group:
     """The management group's data directory and how to run its local CLI."""
@@ -70,10 +85,7 @@ class Group:
         return env
 
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        done = subprocess.run(
-            [*CLI, *args], env=self.env(), input=stdin, capture_output=True, text=True,
-            timeout=120, check=False,
-        )  # fmt: skip
+        done = run_cli(args, env=self.env(), stdin=stdin, timeout=120)
         if check and done.returncode != 0:
             raise AssertionError(f"runas {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
