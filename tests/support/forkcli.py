@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 _SERVER = r"""
 import json, os, random, signal, socket, sys
@@ -85,6 +87,8 @@ def serve():
         os.environ.clear()
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
+        if request.get("session"):
+            os.setsid()
         random.seed()
         sys.argv = ["runas", *request["argv"]]
         return
@@ -186,6 +190,86 @@ class ForkServer:
         for t in threads:
             t.join(timeout)
         return Done(code, b"".join(chunks[out_r]).decode(), b"".join(chunks[err_r]).decode())
+
+    def spawn(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        stdout: int | None,
+        stderr: int,
+        new_session: bool = False,
+    ) -> ForkedProcess:
+        """Start ``runas ARGV`` in a forked child, like ``subprocess.Popen`` with stdin from
+        /dev/null, ``stdout`` a file descriptor or None for a pipe (``.stdout``), and
+        ``stderr`` a file descriptor."""
+        stdin = os.open(os.devnull, os.O_RDONLY)
+        pipe_r = pipe_w = -1
+        if stdout is None:
+            pipe_r, pipe_w = os.pipe()
+            stdout = pipe_w
+        header = json.dumps(
+            {"argv": list(argv), "env": dict(env), "cwd": os.getcwd(), "session": new_session}
+        )
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(self.path)
+            socket.send_fds(conn, [header.encode()], [stdin, stdout, stderr])
+        except BaseException:
+            conn.close()
+            if pipe_r >= 0:
+                os.close(pipe_r)
+            raise
+        finally:
+            os.close(stdin)
+            if pipe_w >= 0:
+                os.close(pipe_w)
+        return ForkedProcess(
+            ["runas", *argv], conn, os.fdopen(pipe_r, "rb") if pipe_r >= 0 else None
+        )
+
+
+class ForkedProcess:
+    """What the tests use of ``subprocess.Popen`` for a forked ``runas`` process."""
+
+    def __init__(self, args: list[str], conn: socket.socket, stdout: IO[bytes] | None) -> None:
+        self.args = args
+        self.stdout = stdout
+        self.returncode: int | None = None
+        self._conn = conn
+        self._reader = conn.makefile("rb")
+        self.pid = int(self._reader.readline())
+        self._done = threading.Event()
+        threading.Thread(target=self._wait_for_status, daemon=True).start()
+
+    def _wait_for_status(self) -> None:
+        try:
+            line = self._reader.readline()
+            self.returncode = int(line) if line.strip() else -9
+        finally:
+            self._reader.close()
+            self._conn.close()
+            self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode if self._done.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        if not self._done.is_set():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 _servers: dict[str, ForkServer] = {}
