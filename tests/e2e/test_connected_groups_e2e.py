@@ -14,15 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 
-from support.fleet import CLI, Agent, Group, Server, start_agent, start_server, wait_for
+from support.fleet import Agent, Group, Server, run_cli, start_agent, start_server, wait_for
+from support.forkcli import Done
 
 pytestmark = [pytest.mark.server, pytest.mark.agents, pytest.mark.slow]
 
@@ -55,13 +56,10 @@ class Mg:
     account_password: str
     link_password: str
 
-    def remote(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    def remote(self, *args: str, stdin: str | None = None) -> Done | CompletedProcess[str]:
         """The CLI of a user of this group, against its server (as from a workstation)."""
         env = {**self.group.env(), "RUNAS_SERVER": self.server.url, "RUNAS_TOKEN": self.token}
-        return subprocess.run(
-            [*CLI, *args], env=env, input=stdin, capture_output=True, text=True, timeout=180,
-            check=False,
-        )  # fmt: skip
+        return run_cli(args, env=env, stdin=stdin, timeout=180)
 
 
 def _prepare(root: Path, name: str) -> tuple[Group, str]:
@@ -123,7 +121,7 @@ def groups(tmp_path: Path) -> Iterator[dict[str, Mg]]:
             p.stop()
 
 
-def _run_id(result: subprocess.CompletedProcess[str]) -> str:
+def _run_id(result: Done | CompletedProcess[str]) -> str:
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[0].removeprefix("task run ").strip()
 

@@ -17,8 +17,6 @@ What holds:
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +30,7 @@ import pytest
 import yaml
 
 from server.conftest import DISCOVERY, INSTANCE_A, PACK, PROFILE
+from support.fleet import run_cli
 from support.server import ServerProcess, login_token
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow, pytest.mark.server]
@@ -43,19 +42,10 @@ VISIBLE_WITHIN_S = 1.0
 INSTANCE_B = "Contoso.SQL.Instance:b.contoso.com;MSSQLSERVER"
 PROBLEM = "application/problem+json"
 CONFLICT = "urn:runas:problem:conflict"
-_CLI = "import sys; from runas.cli.main import main; sys.argv[0] = 'runas'; main()"
 
 
 def _runas(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", _CLI, *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = run_cli(args, env=env, stdin=stdin, timeout=120)
     assert done.returncode == 0, f"runas {' '.join(args)}: {done.stderr}"
     return done.stdout
 

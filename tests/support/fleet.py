@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support import forkcli
+
 CLI = [
     sys.executable,
     "-c",
@@ -48,6 +50,41 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0, every: 
     raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
 
 
+def run_cli(
+    args: Sequence[str], *, env: dict[str, str], stdin: str | None, timeout: float
+) -> forkcli.Done | subprocess.CompletedProcess[str]:
+    """``runas ARGS`` as a process of its own: forked from an interpreter that has imported
+    runas already (support/forkcli.py), or a fresh one with ``RUNAS_TEST_FORK_CLI=0``."""
+    if forkcli.enabled():
+        return forkcli.server(base_env()).run(args, env=env, stdin=stdin, timeout=timeout)
+    return subprocess.run(
+        [*CLI, *args], env=env, input=stdin, capture_output=True, text=True,
+        timeout=timeout, check=False,
+    )  # fmt: skip
+
+
+def spawn_cli(
+    args: Sequence[str],
+    *,
+    env: dict[str, str],
+    stdout: int | None,
+    stderr: int,
+    new_session: bool = False,
+) -> forkcli.ForkedProcess | subprocess.Popen[bytes]:
+    """A long-running ``runas ARGS`` (a server, an agent) as a process of its own, forked like
+    :func:`run_cli` (or a fresh interpreter with ``RUNAS_TEST_FORK_CLI=0``). ``stdout``: a file
+    descriptor, or None for a pipe (``.stdout``); stdin is /dev/null."""
+    if forkcli.enabled():
+        return forkcli.server(base_env()).spawn(
+            args, env=env, stdout=stdout, stderr=stderr, new_session=new_session
+        )
+    return subprocess.Popen(
+        [*CLI, *args], env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if stdout is None else stdout, stderr=stderr,
+        start_new_session=new_session,
+    )  # fmt: skip
+
+
 @dataclass
 class Group:
     """The management group's data directory and how to run its local CLI."""
@@ -70,10 +107,7 @@ class Group:
         return env
 
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        done = subprocess.run(
-            [*CLI, *args], env=self.env(), input=stdin, capture_output=True, text=True,
-            timeout=120, check=False,
-        )  # fmt: skip
+        done = run_cli(args, env=self.env(), stdin=stdin, timeout=120)
         if check and done.returncode != 0:
             raise AssertionError(f"runas {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout
@@ -84,7 +118,7 @@ class Group:
 
 @dataclass
 class Process:
-    popen: subprocess.Popen[bytes]
+    popen: forkcli.ForkedProcess | subprocess.Popen[bytes]
     log: Path
 
     def alive(self) -> bool:
@@ -114,11 +148,11 @@ class Server(Process):
 def start_server(group: Group, *, env: dict[str, str] | None = None) -> Server:
     log = group.root / f"server-{time.monotonic_ns()}.log"
     with log.open("wb") as err:
-        popen = subprocess.Popen(
-            [*CLI, "server", "--port", "0", "--agent-port", "0"],
+        popen = spawn_cli(
+            ["server", "--port", "0", "--agent-port", "0"],
             env={**group.env(), **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=err,
+            stdout=None,
+            stderr=err.fileno(),
         )
     assert popen.stdout is not None
     lines = [popen.stdout.readline().decode().strip() for _ in range(2)]
@@ -162,11 +196,11 @@ def start_agent(group: Group, name: str, servers: Sequence[str], **kw: Any) -> A
     config = agent_config(group, name, servers, **kw)
     log = config.parent / f"agent-{time.monotonic_ns()}.out"
     with log.open("wb") as out:
-        popen = subprocess.Popen(
-            [*CLI, "agent", "run", "--config", str(config)],
+        popen = spawn_cli(
+            ["agent", "run", "--config", str(config)],
             env=base_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            stdout=out.fileno(),
+            stderr=out.fileno(),
         )
     return Agent(popen, log, name, config.parent / "data", config)
 

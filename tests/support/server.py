@@ -21,7 +21,6 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,6 +31,8 @@ import pytest
 from pydantic import SecretStr
 
 from support.cli import Cli
+from support.fleet import spawn_cli
+from support.forkcli import ForkedProcess
 
 ADMIN = "admin"
 START_TIMEOUT = 30.0
@@ -137,7 +138,7 @@ def make_tls_files(directory: Path) -> TlsFiles:
 @dataclass
 class ServerProcess:
     url: str
-    process: subprocess.Popen[bytes]
+    process: ForkedProcess | subprocess.Popen[bytes]
     log: Path
 
     @classmethod
@@ -166,17 +167,11 @@ class ServerProcess:
         if tls is not None:
             env.update({"RUNAS_TLS_CERT": str(tls.cert), "RUNAS_TLS_KEY": str(tls.key)})
         env.update(extra_env or {})
-        command = [
-            sys.executable,
-            "-c",
-            "import sys; from runas.cli.main import main; sys.argv[0] = 'runas'; main()",
-            "server",
-            *args,
-        ]
         with log.open("ab") as out:
-            process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            process = spawn_cli(
+                ["server", *args], env=env, stdout=out.fileno(), stderr=out.fileno(),
+                new_session=True,
+            )  # fmt: skip
         scheme = "https" if tls is not None else "http"
         server = cls(url=f"{scheme}://127.0.0.1:{port}", process=process, log=log)
         try:
