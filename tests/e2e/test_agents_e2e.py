@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 import ssl
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import httpx
 import pytest
 
 from runas.crypto.sealing import manifest_of
+from support.canaries import scan_processes
 from support.fleet import Agent, Group, Server, start_agent, start_server, wait_for
 
 pytestmark = [pytest.mark.server, pytest.mark.agents]
@@ -259,16 +259,7 @@ def test_canary_passwords_appear_nowhere(
     forms = {c: _encodings(c) for c in canaries}
     # Process command lines and environments of everything running now (agents and their
     # probes included).
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        for name in ("cmdline", "environ"):
-            try:
-                data = (Path("/proc") / pid / name).read_bytes()
-            except OSError:
-                continue
-            for c in canaries:
-                assert c.encode() not in data, f"/proc/{pid}/{name}"
+    scan_processes(canaries)
     for a in agents.values():
         a.stop()
     server.stop()

@@ -30,9 +30,9 @@ from runas.services.discovery import DiscoveryPayload
 from runas.services.resolution_memory import ResolutionMemory
 from runas.services.tasks import TaskStart
 from runas.settings import Settings
-from runas.storage.tables import AgentRow, TaskTargetRow
+from runas.storage.tables import TaskTargetRow
 from support.agent_asgi import CERT_HEADER, WithClientCertificate
-from support.enrolling import FakeAgent, der
+from support.enrolling import FakeAgent, enrol_approved
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -89,16 +89,7 @@ def listener(tmp_path: Path, sqlite_url: str) -> Iterator[Listener]:
     payload = yaml.safe_load((EXAMPLES / "discovery" / "contoso-sql.yaml").read_text())
     backend.discovery_submit(DiscoveryPayload.model_validate(payload))
     fakes = {name: FakeAgent(name) for name in (A, B)}
-    certificates: dict[str, bytes] = {}
-    for name, fake in fakes.items():
-        with runtime.unit_of_work(actor="system:agent-listener") as uow:
-            agents.enrol(uow, fake.request())
-        with runtime.unit_of_work() as uow:
-            agents.approve(uow, name)
-            row = uow.session.get(AgentRow, name)
-            assert row is not None
-            assert row.cert_pem is not None
-            certificates[name] = der(row.cert_pem)
+    certificates = {name: enrol_approved(runtime, fake) for name, fake in fakes.items()}
     app = create_agent_app(
         runtime,
         ServerSettings(),

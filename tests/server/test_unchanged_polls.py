@@ -26,15 +26,14 @@ from runas.server.metrics import Metrics
 from runas.server.middleware import ACCESS_LOGGER
 from runas.server.settings import ServerSettings
 from runas.server.unchanged_polls import CONFIG_PATH, UnchangedPolls
-from runas.services import agents, setup
+from runas.services import setup
 from runas.services.accounts import AccountCreate, AccountUpdate
 from runas.services.discovery import DiscoveryPayload
 from runas.services.profiles import AssociateRequest
 from runas.services.resolution_memory import ResolutionMemory
 from runas.settings import Settings
-from runas.storage.tables import AgentRow
 from support.agent_asgi import CERT_HEADER, WithClientCertificate
-from support.enrolling import FakeAgent, der
+from support.enrolling import FakeAgent, enrol_approved
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -85,16 +84,7 @@ def listener(tmp_path: Path, sqlite_url: str) -> Iterator[Listener]:
         )
     )
     backend.distribution_set("sqlmon", DistributionMode.LESS_SECURE, None, None, None)
-    certificates: dict[str, bytes] = {}
-    for name in (A, B):
-        with runtime.unit_of_work(actor="system:agent-listener") as uow:
-            agents.enrol(uow, FakeAgent(name).request())
-        with runtime.unit_of_work() as uow:
-            agents.approve(uow, name)
-            row = uow.session.get(AgentRow, name)
-            assert row is not None
-            assert row.cert_pem is not None
-            certificates[name] = der(row.cert_pem)
+    certificates = {name: enrol_approved(runtime, FakeAgent(name)) for name in (A, B)}
     epochs = EpochWatcher(runtime.database, interval=0.05)
     metrics = Metrics()
     app = create_agent_app(

@@ -11,7 +11,10 @@ from pydantic import SecretStr
 
 from runas.crypto.ca import TlsKey, generate_tls_key, make_csr
 from runas.crypto.sealing import AgentKeyPair
+from runas.runtime import Runtime
+from runas.services import agents
 from runas.services.agents import EnrolRequest
+from runas.storage.tables import AgentRow
 
 
 @dataclass
@@ -43,3 +46,16 @@ def der(certificate_pem: str | bytes) -> bytes:
     """The DER of a PEM certificate: what the TLS layer hands the server."""
     pem = certificate_pem.encode() if isinstance(certificate_pem, str) else certificate_pem
     return x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+
+def enrol_approved(runtime: Runtime, agent: FakeAgent) -> bytes:
+    """Enrol ``agent`` and approve it, as the listener and an administrator would; the DER of
+    the certificate it was issued (what its TLS layer presents)."""
+    with runtime.unit_of_work(actor="system:agent-listener") as uow:
+        agents.enrol(uow, agent.request())
+    with runtime.unit_of_work() as uow:
+        agents.approve(uow, agent.agent_id)
+        row = uow.session.get(AgentRow, agent.agent_id.lower())
+        assert row is not None
+        assert row.cert_pem is not None
+        return der(row.cert_pem)
