@@ -45,15 +45,14 @@ from runas.server.agent_listener import TLS_EXTENSION
 from runas.server.epochs import EpochWatcher
 from runas.server.metrics import Metrics
 from runas.server.settings import ServerSettings
-from runas.services import agents, setup
+from runas.services import setup
 from runas.services import tasks as task_service
 from runas.services.discovery import DiscoveryPayload
 from runas.services.resolution_memory import ResolutionMemory
 from runas.settings import Settings
-from runas.storage.tables import AgentRow
 from support.agent_documents import account, document
 from support.agent_https import HttpsServer, Pki, Request, Response, problem
-from support.enrolling import FakeAgent, der
+from support.enrolling import FakeAgent, enrol_approved
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
@@ -606,14 +605,7 @@ def test_a_task_through_the_real_agent_routes(tmp_path: Path, db_url: str, progr
             )
         )
         fake = FakeAgent(AGENT)
-        with runtime.unit_of_work(actor="system:agent-listener") as uow:
-            agents.enrol(uow, fake.request())
-        with runtime.unit_of_work() as uow:
-            agents.approve(uow, AGENT)
-            row = uow.session.get(AgentRow, AGENT)
-            assert row is not None
-            assert row.cert_pem is not None
-            cert = der(row.cert_pem)
+        cert = enrol_approved(runtime, fake)
         app = create_agent_app(
             runtime,
             ServerSettings(),

@@ -33,7 +33,7 @@ from runas.services.resolution_memory import ResolutionMemory
 from runas.services.secret_memory import PlaintextMemory
 from runas.settings import Settings
 from runas.storage.tables import AgentRow, AuditRow
-from support.enrolling import FakeAgent
+from support.enrolling import FakeAgent, enrol_approved
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 A, B = "a.contoso.com", "b.contoso.com"
@@ -70,10 +70,7 @@ class World:
         self.backend = backend
         self.agents = {name: FakeAgent(name) for name in (A, B)}
         for agent in self.agents.values():
-            with self.runtime.unit_of_work(actor="system:agent-listener") as uow:
-                agents.enrol(uow, agent.request())
-            with self.runtime.unit_of_work() as uow:
-                agents.approve(uow, agent.agent_id)
+            enrol_approved(self.runtime, agent)
         self.memory = ResolutionMemory()
         self.plaintexts = PlaintextMemory()
 

@@ -23,7 +23,7 @@ from runas.domain.model import TargetKind
 from runas.domain.roles import Permission, Role, permissions_of
 from runas.errors import DecryptionError, Forbidden, InvalidInput, NotFound
 from runas.runtime import Runtime
-from runas.services import agent_config, agents, setup, tasks
+from runas.services import agent_config, setup, tasks
 from runas.services.accounts import AccountCreate
 from runas.services.discovery import DiscoveryPayload
 from runas.services.profiles import AssociateRequest
@@ -32,7 +32,7 @@ from runas.services.tasks import SuppliedCredentials, TaskResultIn, TaskStart
 from runas.services.user_store import Grant, Principal
 from runas.settings import Settings
 from runas.storage.tables import AgentRow, AuditRow, TaskRunRow, TaskTargetRow, metadata
-from support.enrolling import FakeAgent
+from support.enrolling import FakeAgent, enrol_approved
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 A, B, C, D = "a.contoso.com", "b.contoso.com", "c.contoso.com", "d.contoso.com"
@@ -146,10 +146,7 @@ class World:
             self.approve(agent)
 
     def approve(self, agent: FakeAgent) -> None:
-        with self.runtime.unit_of_work(actor="system:agent-listener") as uow:
-            agents.enrol(uow, agent.request())
-        with self.runtime.unit_of_work() as uow:
-            agents.approve(uow, agent.agent_id)
+        enrol_approved(self.runtime, agent)
 
     def start(self, req: TaskStart, who: Principal | None = ALICE) -> tasks.TaskRunView:
         with self.runtime.unit_of_work(actor=who.name if who else None) as uow:
